@@ -1,0 +1,3 @@
+"""cgic: Control-GIC learned generative image codec."""
+
+__version__ = "0.1.0"

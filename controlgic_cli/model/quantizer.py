@@ -1,0 +1,46 @@
+"""Vector quantizer: latents <-> codebook indices, in both directions.
+
+Each granularity is quantized at its own resolution (not on a shared H/4
+map as in the authors' code), so a coarse cell is one codebook lookup and one
+loss term, not sixteen copies of it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, codebook_size: int, latent_dim: int, commitment: float = 0.25):
+        super().__init__()
+        self.codebook = nn.Parameter(torch.empty(codebook_size, latent_dim).uniform_(-1.0, 1.0))
+        self.commitment = commitment
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebook.shape[0]
+
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, d, h, w) latents -> (N, h, w) int64 indices of the nearest code (Euclidean)."""
+        n, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
+        codebook = self.codebook.float()
+        distances = (
+            flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.square().sum(1)[None, :]
+        )
+        return distances.argmin(dim=1).view(n, h, w)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """(N, h, w) indices -> (N, d, h, w) code vectors."""
+        return F.embedding(indices, self.codebook).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Quantize with a straight-through gradient; returns (z_q, indices, vq_loss)."""
+        idx = self.indices(z.detach())
+        z_q = self.lookup(idx)
+        # Standard VQ-VAE weighting (codebook 1, commitment beta), not taming's legacy swap.
+        vq_loss = F.mse_loss(z_q, z.detach()) + self.commitment * F.mse_loss(z, z_q.detach())
+        z_q = z + (z_q - z).detach()
+        return z_q, idx, vq_loss

@@ -1,0 +1,160 @@
+"""Weights files: safetensors tensors + typed config + code-usage tables.
+
+A weights file is self-describing. Its safetensors metadata holds:
+  "format"      "cgic-weights-1"
+  "config"      ModelConfig as JSON (the architecture, loaded strictly)
+  "code_usage"  {"fine": [...], "medium": [...], "coarse": [...]}: integer
+                code-usage counts per granularity, each count >= 1, from which
+                the canonical Huffman tables are built
+The model id written into every .cgic file is the first 8 bytes of the sha256
+of the whole weights file, so a file can name the exact model it needs.
+Only safetensors and JSON are parsed: nothing here can execute code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from ..errors import ModelError
+from .config import ModelConfig
+from .network import ControlGIC
+
+WEIGHTS_FORMAT = "cgic-weights-1"
+DEFAULT_WEIGHTS_NAME = "cgic-base.safetensors"
+GRANULARITIES = ("fine", "medium", "coarse")
+MODEL_ID_BYTES = 8
+
+
+@dataclass
+class LoadedModel:
+    network: ControlGIC
+    code_usage: dict[str, list[int]]
+    model_id: bytes
+    path: Path
+    metadata: dict[str, str]
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.network.config
+
+
+def model_id_of(file_bytes: bytes) -> bytes:
+    return hashlib.sha256(file_bytes).digest()[:MODEL_ID_BYTES]
+
+
+def default_weights_path() -> Path:
+    """$CGIC_WEIGHTS if set, else the weights shipped with the package."""
+    override = os.environ.get("CGIC_WEIGHTS")
+    if override:
+        return Path(override)
+    try:
+        shipped = resources.files("controlgic_cli.shipped_weights").joinpath(DEFAULT_WEIGHTS_NAME)
+        return Path(str(shipped))
+    except ModuleNotFoundError:
+        # Running from a source tree that was never installed.
+        return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_WEIGHTS_NAME
+
+
+def validate_code_usage(code_usage: object, codebook_size: int) -> dict[str, list[int]]:
+    if not isinstance(code_usage, dict) or set(code_usage) != set(GRANULARITIES):
+        raise ModelError(f"code-usage table must have exactly the keys {list(GRANULARITIES)}")
+    checked = {}
+    for name in GRANULARITIES:
+        counts = code_usage[name]
+        if (
+            not isinstance(counts, list)
+            or len(counts) != codebook_size
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
+        ):
+            raise ModelError(
+                f"code-usage table '{name}' must list {codebook_size} integer counts, each >= 1"
+            )
+        checked[name] = counts
+    return checked
+
+
+def save_weights(
+    path: str | Path,
+    network: ControlGIC,
+    code_usage: dict[str, list[int]],
+    extra_metadata: dict[str, str] | None = None,
+) -> bytes:
+    """Write half-precision weights with config and code tables; returns the model id."""
+    code_usage = validate_code_usage(code_usage, network.config.codebook_size)
+    tensors = {
+        name: tensor.detach().to("cpu", torch.float16).contiguous() for name, tensor in network.state_dict().items()
+    }
+    metadata = dict(extra_metadata or {})
+    metadata.update(
+        {
+            "format": WEIGHTS_FORMAT,
+            "config": network.config.to_json(),
+            "code_usage": json.dumps(code_usage, separators=(",", ":")),
+        }
+    )
+    data = save_safetensors(tensors, metadata=metadata)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return model_id_of(data)
+
+
+def read_weights_metadata(data: bytes) -> dict[str, str]:
+    """Parse only the safetensors header (8-byte length + JSON)."""
+    if len(data) < 8:
+        raise ModelError("weights file is truncated")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > len(data) - 8:
+        raise ModelError("weights file is truncated")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError("weights file has a damaged header") from None
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ModelError("weights file has a damaged header")
+    return metadata
+
+
+def load_weights(path: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a weights file strictly: any missing, unexpected or misshapen tensor is a ModelError."""
+    path = Path(path) if path is not None else default_weights_path()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read weights {path}: {exc.strerror or exc}") from None
+    metadata = read_weights_metadata(data)
+    if metadata.get("format") != WEIGHTS_FORMAT:
+        raise ModelError(f"{path} is not a cgic weights file (format {metadata.get('format')!r})")
+    config = ModelConfig.from_json(metadata.get("config", ""))
+    try:
+        code_usage = validate_code_usage(json.loads(metadata.get("code_usage", "null")), config.codebook_size)
+    except json.JSONDecodeError:
+        raise ModelError(f"{path}: code-usage table is not valid JSON") from None
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError) as exc:
+        raise ModelError(f"cannot read tensors from {path}: {exc}") from None
+    network = ControlGIC(config)
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ModelError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, tensor in tensors.items():
+        if tensor.shape != expected[name].shape:
+            raise ModelError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, config needs {tuple(expected[name].shape)}")
+    network.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    network.eval().requires_grad_(False).to(device)
+    return LoadedModel(network, code_usage, model_id_of(data), path, metadata)

@@ -1,0 +1,1 @@
+"""Training, kept apart from the codec: nothing in the codec imports this package."""

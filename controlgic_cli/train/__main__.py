@@ -1,0 +1,63 @@
+"""`python -m controlgic_cli.train run|export`: train the model, freeze weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .config import TrainConfig
+
+
+@click.group()
+def main() -> None:
+    """Train Control-GIC weights and freeze them for the codec."""
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON TrainConfig.")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), help="Folder of training images.")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and logs (resumed if present).")
+@click.option("--metric-weights", type=click.Path(exists=True, file_okay=False), help="Folder with lpips_alex_v0.1.safetensors.")
+@click.option("--device", type=str, help="cpu, cuda, cuda:1 ...")
+@click.option("--max-steps", type=int)
+@click.option("--threads", type=int)
+def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threads) -> None:
+    """Train (or resume) a run."""
+    from .loop import Trainer
+
+    overrides = {
+        "data_dir": data_dir,
+        "run_dir": run_dir,
+        "metric_weights_dir": metric_weights,
+        "device": device,
+        "max_steps": max_steps,
+        "threads": threads,
+    }
+    if config_file:
+        config = TrainConfig.from_file(config_file, **overrides)
+    else:
+        config = TrainConfig.from_dict({k: v for k, v in overrides.items() if v is not None})
+    if not config.data_dir or not config.metric_weights_dir:
+        raise click.UsageError("--data-dir and --metric-weights are required (or set them in --config)")
+    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(config.run_dir) / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    Trainer(config).run()
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), required=True, help="Images to count code usage on.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+def export(checkpoint, data_dir, output) -> None:
+    """Freeze a checkpoint's EMA weights + code-usage tables into a weights file."""
+    from .freeze import export_weights
+
+    model_id, info = export_weights(Path(checkpoint), Path(data_dir), Path(output))
+    click.echo(json.dumps({"model_id": model_id.hex(), **info}), err=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

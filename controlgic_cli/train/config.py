@@ -1,0 +1,66 @@
+"""Training settings (separate from the model's sizes, which live in ModelConfig)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = ""
+    run_dir: str = "runs/base"
+    metric_weights_dir: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0  # 0: torch default
+    crop_size: int = 128
+    batch_size: int = 8
+    max_steps: int = 200_000
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    # Loss weights (paper Eq. 9-11): beta * (MSE + LPIPS) + VQ + gan_weight * GAN.
+    mse_weight: float = 1.0
+    lpips_weight: float = 1.0
+    gan_weight: float = 0.1
+    gan_start_step: int = 30_000
+    # Ratios per sample: "mixed" samples a ratio per crop over the whole range,
+    # "paper" always uses the paper's training ratio (0.5, 0.4, 0.1).
+    ratio_sampling: str = "mixed"
+    dead_code_interval: int = 200
+    dead_code_min_usage: float = 0.03  # EMA hits per step below which a code is restarted
+    validation_images: int = 16
+    validate_every: int = 1000
+    checkpoint_minutes: float = 5.0
+    log_every: int = 20
+    bf16: bool = False
+    channels_last: bool = True
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
+        raw = json.loads(Path(path).read_text())
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings: {unknown}")
+        raw = dict(raw)
+        if isinstance(raw.get("model"), dict):
+            raw["model"] = ModelConfig.from_json(json.dumps({**dataclasses.asdict(ModelConfig()), **raw["model"]}))
+        if "betas" in raw:
+            raw["betas"] = tuple(raw["betas"])
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
