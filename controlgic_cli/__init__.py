@@ -1,3 +1,35 @@
-"""cgic: Control-GIC learned generative image codec."""
+"""cgic: Control-GIC learned generative image codec.
+
+Public API: encode, decode, read_info, Codec, and the errors. The network
+(and torch) is imported on first use, so reading headers stays instant.
+"""
+
+from .errors import CgicError, FormatError, ImageError, ModelError, OptionsError
 
 __version__ = "0.1.0"
+
+_LAZY = {"encode", "decode", "read_info", "Codec", "EncodeResult", "EncodeStats", "DEFAULT_RATIOS"}
+
+__all__ = [
+    "DEFAULT_RATIOS",
+    "CgicError",
+    "Codec",
+    "EncodeResult",
+    "EncodeStats",
+    "FormatError",
+    "ImageError",
+    "ModelError",
+    "OptionsError",
+    "__version__",
+    "decode",
+    "encode",
+    "read_info",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'controlgic_cli' has no attribute {name!r}")

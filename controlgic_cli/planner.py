@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import OptionsError
+from .ratios import PPM, ratios_to_ppm
 
 ENTROPY_BINS = 32
 # The authors' value: much narrower than the bin spacing 2/31, so this is
 # close to a hard 32-level histogram of grey values.
 ENTROPY_SIGMA = 0.01
-PPM = 1_000_000  # ratios are planned from integer parts per million
 
 
 @dataclass(frozen=True)
@@ -56,29 +55,6 @@ class GranularityPlan:
     def token_counts(self) -> tuple[int, int, int]:
         """(fine, medium, coarse) number of transmitted indices."""
         return int(self.fine.sum()), int(self.medium.sum()), int(self.coarse.sum())
-
-
-def validate_ratios(ratios: tuple[float, float, float] | list[float]) -> tuple[float, float, float]:
-    """Check (fine, medium, coarse) area fractions: each in [0, 1], summing to 1 within 1e-6."""
-    if len(ratios) != 3:
-        raise OptionsError(f"ratios need three values (fine, medium, coarse), got {len(ratios)}")
-    values = tuple(float(r) for r in ratios)
-    names = ("fine", "medium", "coarse")
-    for name, value in zip(names, values):
-        if not np.isfinite(value) or value < 0.0 or value > 1.0:
-            raise OptionsError(f"{name} ratio {value!r} is outside [0, 1]")
-    total = sum(values)
-    if abs(total - 1.0) > 1e-6:
-        raise OptionsError(f"ratios (fine, medium, coarse) must sum to 1, got {total:.6g}")
-    return values  # type: ignore[return-value]
-
-
-def ratios_to_ppm(ratios: tuple[float, float, float]) -> tuple[int, int, int]:
-    """Integer parts per million summing to exactly 1e6 (medium absorbs the rounding)."""
-    fine, medium, coarse = validate_ratios(ratios)
-    fine_ppm = int(round(fine * PPM))
-    coarse_ppm = int(round(coarse * PPM))
-    return fine_ppm, PPM - fine_ppm - coarse_ppm, coarse_ppm
 
 
 def grey_levels(rgb: np.ndarray) -> np.ndarray:

@@ -66,9 +66,7 @@ class ControlGIC(nn.Module):
         self.decoder = Decoder(config)
 
     @staticmethod
-    def hybrid_latent(
-        fine: torch.Tensor, medium: torch.Tensor, coarse: torch.Tensor, masks: MaskSet
-    ) -> torch.Tensor:
+    def hybrid_latent(fine: torch.Tensor, medium: torch.Tensor, coarse: torch.Tensor, masks: MaskSet) -> torch.Tensor:
         """Eq. 5: z_hat = z1*m1 + up2(z2*m2) + up4(z3*m3), nearest upsampling."""
         return (
             fine * masks.fine

@@ -27,9 +27,7 @@ class VectorQuantizer(nn.Module):
         n, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
         codebook = self.codebook.float()
-        distances = (
-            flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.square().sum(1)[None, :]
-        )
+        distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.square().sum(1)[None, :]
         return distances.argmin(dim=1).view(n, h, w)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:

@@ -76,9 +76,7 @@ def validate_code_usage(code_usage: object, codebook_size: int) -> dict[str, lis
             or len(counts) != codebook_size
             or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
         ):
-            raise ModelError(
-                f"code-usage table '{name}' must list {codebook_size} integer counts, each >= 1"
-            )
+            raise ModelError(f"code-usage table '{name}' must list {codebook_size} integer counts, each >= 1")
         checked[name] = counts
     return checked
 
@@ -154,7 +152,9 @@ def load_weights(path: str | Path | None = None, device: str | torch.device = "c
         raise ModelError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     for name, tensor in tensors.items():
         if tensor.shape != expected[name].shape:
-            raise ModelError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, config needs {tuple(expected[name].shape)}")
+            raise ModelError(
+                f"{path}: tensor {name} has shape {tuple(tensor.shape)}, config needs {tuple(expected[name].shape)}"
+            )
     network.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     network.eval().requires_grad_(False).to(device)
     return LoadedModel(network, code_usage, model_id_of(data), path, metadata)

@@ -20,7 +20,9 @@ def main() -> None:
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="JSON TrainConfig.")
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), help="Folder of training images.")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Checkpoints and logs (resumed if present).")
-@click.option("--metric-weights", type=click.Path(exists=True, file_okay=False), help="Folder with lpips_alex_v0.1.safetensors.")
+@click.option(
+    "--metric-weights", type=click.Path(exists=True, file_okay=False), help="Folder with lpips_alex_v0.1.safetensors."
+)
 @click.option("--device", type=str, help="cpu, cuda, cuda:1 ...")
 @click.option("--max-steps", type=int)
 @click.option("--threads", type=int)
@@ -49,7 +51,9 @@ def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threa
 
 @main.command()
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), required=True)
-@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), required=True, help="Images to count code usage on.")
+@click.option(
+    "--data-dir", type=click.Path(exists=True, file_okay=False), required=True, help="Images to count code usage on."
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
 def export(checkpoint, data_dir, output) -> None:
     """Freeze a checkpoint's EMA weights + code-usage tables into a weights file."""

@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from ..model import ControlGIC, ModelConfig
 from ..model.weights import GRANULARITIES, save_weights
-from ..planner import patch_entropy, plan_from_entropy, ratios_to_ppm
+from ..planner import patch_entropy, plan_from_entropy
+from ..ratios import ratios_to_ppm
 from .data import list_images, load_rgb
 
 # Counting at the presets users start from weights each granularity by how

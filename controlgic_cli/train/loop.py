@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from ..metrics.lpips import LPIPS
 from ..model import ControlGIC, MaskSet
-from ..planner import PPM, patch_entropy, plan_from_entropy
+from ..planner import patch_entropy, plan_from_entropy
+from ..ratios import PPM
 from .config import TrainConfig
 from .data import CropSampler, centre_crops, list_images, split_train_validation
 from .losses import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
@@ -39,7 +40,6 @@ def sample_ratios_ppm(rng: np.random.Generator, mode: str) -> tuple[int, int, in
     elif mode == "mixed":
         coarse = rng.uniform(0.0, 0.7) if rng.random() < 0.8 else 0.0
         fine = rng.uniform(0.0, 1.0 - coarse)
-        medium = 1.0 - coarse - fine
     else:
         raise ValueError(f"unknown ratio sampling mode {mode!r}")
     fine_ppm, coarse_ppm = round(fine * PPM), round(coarse * PPM)
@@ -48,7 +48,7 @@ def sample_ratios_ppm(rng: np.random.Generator, mode: str) -> tuple[int, int, in
 
 def masks_for_batch(batch_u8: np.ndarray, ratios: list[tuple[int, int, int]]) -> MaskSet:
     coarse, medium = [], []
-    for image, ratio in zip(batch_u8, ratios):
+    for image, ratio in zip(batch_u8, ratios, strict=True):
         plan = plan_from_entropy(patch_entropy(image), ratio)
         coarse.append(plan.coarse)
         medium.append(plan.medium)
@@ -225,7 +225,7 @@ class Trainer:
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        for ema_p, p in zip(self.ema.parameters(), self.model.parameters()):
+        for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
             ema_p.lerp_(p, 1 - decay)
         # Codes restarted mid-run would be smeared by averaging: the codebook is copied as is.
         self.ema.quantizer.codebook.copy_(self.model.quantizer.codebook)
@@ -233,7 +233,9 @@ class Trainer:
     @torch.no_grad()
     def _track_usage(self, indices, out) -> None:
         k = self.config.model.codebook_size
-        hits = sum(torch.bincount(i.flatten().cpu(), minlength=k) for i in (indices.fine, indices.medium, indices.coarse))
+        hits = sum(
+            torch.bincount(i.flatten().cpu(), minlength=k) for i in (indices.fine, indices.medium, indices.coarse)
+        )
         self.code_usage_ema.mul_(0.99).add_(0.01 * hits.float())
 
     # ----- validation ------------------------------------------------------------------

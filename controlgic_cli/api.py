@@ -1,0 +1,224 @@
+"""The library API: images to .cgic bytes and back. The one place the stages meet.
+
+    image -> SourceImage (image_io) -> pad to x16 -> patch entropy (planner)
+          -> indices of every cell (model) -> masks for the ratios (planner)
+          -> Huffman streams + packed masks (entropy_coder) -> .cgic (container)
+
+Encoding is split in two so rate control can reuse one network pass:
+analyse() runs the network once; encode_analysis() turns an analysis plus
+ratios into bytes, cheaply, as often as needed.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .container import CgicHeader, CgicSections, pack_file, parse_file, read_header
+from .entropy_coder import IndexCoder, pack_masks, unpack_masks
+from .errors import ImageError, ModelError, OptionsError
+from .image_io import ImageSource, SourceImage, load_image, to_pil
+from .model import Indices, MaskSet
+from .model.weights import LoadedModel, load_weights
+from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
+from .ratios import ppm_to_ratios, ratios_to_ppm
+
+DEFAULT_RATIOS = (0.3, 0.6, 0.1)
+BLOCK = 16
+# Without tiling, decoder activations grow with the image; beyond this a run
+# would need more memory than a typical machine has, so refuse clearly.
+MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class EncodeStats:
+    width: int
+    height: int
+    ratios: tuple[float, float, float]
+    token_counts: tuple[int, int, int]  # (fine, medium, coarse) indices sent
+    section_bytes: dict[str, int]  # header, masks, fine, medium, coarse
+    size_bytes: int
+    bpp: float
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    data: bytes
+    stats: EncodeStats
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One network pass over an image: everything needed to write it at any ratios."""
+
+    source: SourceImage
+    entropy: PatchEntropy
+    indices: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine (H/4, W/4), medium, coarse
+
+
+def pad_to_block(rgb: np.ndarray) -> np.ndarray:
+    """Replicate the last row/column up to a multiple of 16 (cropped off again after decoding)."""
+    height, width = rgb.shape[:2]
+    pad_h, pad_w = -height % BLOCK, -width % BLOCK
+    if pad_h == 0 and pad_w == 0:
+        return rgb
+    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise OptionsError("--device cuda was asked for, but this torch build has no usable CUDA device")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise OptionsError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
+
+
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{width}x{height} is {width * height / 1e6:.1f} megapixels; this version handles at most "
+            f"{MAX_PIXELS / 1e6:.0f}"
+        )
+
+
+class Codec:
+    """A loaded model plus its Huffman tables: encodes and decodes .cgic bytes."""
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto"):
+        self.device = resolve_device(device)
+        if self.device.type == "cuda":
+            # TF32 would change the indices relative to a CPU encode.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.model: LoadedModel = load_weights(weights, self.device)
+        self.network = self.model.network.to(memory_format=torch.channels_last)
+        usage = self.model.code_usage
+        self.coders = {name: IndexCoder(usage[name]) for name in ("fine", "medium", "coarse")}
+
+    @property
+    def model_id(self) -> bytes:
+        return self.model.model_id
+
+    # ----- encoding -----------------------------------------------------------------
+    def analyse(self, image: ImageSource | SourceImage) -> Analysis:
+        source = image if isinstance(image, SourceImage) else load_image(image)
+        _check_size(source.width, source.height)
+        padded = pad_to_block(source.rgb)
+        x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
+        x = x.to(self.device).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+        indices = self.network.encode_indices(x)
+        arrays = tuple(i[0].cpu().numpy() for i in (indices.fine, indices.medium, indices.coarse))
+        return Analysis(source, patch_entropy(padded), arrays)
+
+    def plan(self, analysis: Analysis, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
+        return plan_from_entropy(analysis.entropy, ratios_ppm)
+
+    def encode_analysis(
+        self, analysis: Analysis, ratios_ppm: tuple[int, int, int], rate_controlled: bool = False
+    ) -> EncodeResult:
+        plan = self.plan(analysis, ratios_ppm)
+        fine, medium, coarse = analysis.indices
+        sections = CgicSections(
+            masks=pack_masks(plan.coarse, plan.medium),
+            fine=self.coders["fine"].encode(fine[plan.fine]),
+            medium=self.coders["medium"].encode(medium[plan.medium]),
+            coarse=self.coders["coarse"].encode(coarse[plan.coarse]),
+        )
+        source = analysis.source
+        header = CgicHeader(
+            width=source.width,
+            height=source.height,
+            colour_mode=source.colour_mode,
+            ratios=ratios_ppm,
+            model_id=self.model_id,
+            rate_controlled=rate_controlled,
+        )
+        data = pack_file(header, sections)
+        stats = EncodeStats(
+            width=source.width,
+            height=source.height,
+            ratios=ppm_to_ratios(ratios_ppm),
+            token_counts=plan.token_counts,
+            section_bytes={
+                "header": len(data)
+                - sum(len(s) for s in (sections.masks, sections.fine, sections.medium, sections.coarse)),
+                "masks": len(sections.masks),
+                "fine": len(sections.fine),
+                "medium": len(sections.medium),
+                "coarse": len(sections.coarse),
+            },
+            size_bytes=len(data),
+            bpp=8 * len(data) / (source.width * source.height),
+        )
+        return EncodeResult(data, stats, list(source.warnings))
+
+    def encode(self, image: ImageSource | SourceImage, ratios=DEFAULT_RATIOS) -> EncodeResult:
+        return self.encode_analysis(self.analyse(image), ratios_to_ppm(ratios))
+
+    # ----- decoding -----------------------------------------------------------------
+    def decode_array(self, data: bytes) -> tuple[np.ndarray, CgicHeader]:
+        """.cgic bytes -> uint8 (H, W, 3) and the header."""
+        header, sections = parse_file(data)
+        if header.model_id != self.model_id:
+            raise ModelError(
+                f"this file needs model {header.model_id.hex()}, but the loaded weights "
+                f"({self.model.path.name}) are model {self.model_id.hex()}; pass --weights with the right file"
+            )
+        _check_size(header.width, header.height)
+        h16, w16 = -(-header.height // BLOCK), -(-header.width // BLOCK)
+        coarse_mask, medium_mask = unpack_masks(sections.masks, h16, w16)
+        plan = GranularityPlan(coarse=coarse_mask, medium=medium_mask)
+        fine_mask = plan.fine
+        maps = []
+        for name, mask, stream in (
+            ("fine", fine_mask, sections.fine),
+            ("medium", medium_mask, sections.medium),
+            ("coarse", coarse_mask, sections.coarse),
+        ):
+            symbols = self.coders[name].decode(stream, int(mask.sum()))
+            index_map = np.zeros(mask.shape, np.int64)
+            index_map[mask] = symbols
+            maps.append(torch.from_numpy(index_map)[None].to(self.device))
+        masks = MaskSet.from_coarse_medium(
+            torch.from_numpy(coarse_mask)[None, None].to(self.device),
+            torch.from_numpy(medium_mask)[None, None].to(self.device),
+        )
+        x_hat = self.network.decode_indices(Indices(*maps), masks)
+        rgb = x_hat[0].float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+        return np.ascontiguousarray(rgb[: header.height, : header.width]), header
+
+    def decode(self, data: bytes) -> Image.Image:
+        rgb, header = self.decode_array(data)
+        return to_pil(rgb, header.colour_mode)
+
+
+@functools.lru_cache(maxsize=4)
+def get_codec(weights: str | None = None, device: str = "auto") -> Codec:
+    """A process-wide codec per (weights, device), so weights load once."""
+    return Codec(weights, device)
+
+
+def encode(image: ImageSource, ratios=DEFAULT_RATIOS, weights: str | None = None, device: str = "auto") -> bytes:
+    """Encode an image (path, bytes, PIL image or uint8/uint16 array) to .cgic bytes."""
+    return get_codec(weights, device).encode(image, ratios).data
+
+
+def decode(data: bytes, weights: str | None = None, device: str = "auto") -> Image.Image:
+    """Decode .cgic bytes to a PIL image (mode RGB, or L for grey sources)."""
+    return get_codec(weights, device).decode(data)
+
+
+def read_info(data: bytes) -> CgicHeader:
+    """The header of .cgic bytes, without loading any model."""
+    return read_header(data)

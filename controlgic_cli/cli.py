@@ -1,0 +1,341 @@
+"""The `cgic` command: parses options, calls the library, prints results.
+
+Conventions follow cwebp/cjxl: `-` is stdin/stdout, messages go to stderr
+(stdout stays clean for image data and --json), exit status 0 on success, 1
+when any file failed or input was bad, 2 for usage errors. Errors are one line;
+-v adds tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
+from .errors import CgicError, OptionsError
+from .fileio import write_atomic
+from .ratios import ppm_to_ratios, validate_ratios
+
+STDIO = "-"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif"}
+COLOUR_NAMES = {COLOUR_GREY: "grey", COLOUR_RGB: "RGB", COLOUR_RGB_ALPHA_DROPPED: "RGB (alpha dropped)"}
+
+
+class RatiosType(click.ParamType):
+    """`f,m,c` area fractions for fine, medium and coarse granularity."""
+
+    name = "F,M,C"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            return validate_ratios([float(p) for p in parts])
+        except ValueError as exc:  # OptionsError is a ValueError too
+            message = str(exc) if isinstance(exc, OptionsError) else f"{value!r} is not three numbers"
+            self.fail(f"{message} (expected fine,medium,coarse such as 0.3,0.6,0.1)", param, ctx)
+
+
+@dataclass
+class Job:
+    source: str  # a path or "-"
+    target: str  # a path or "-"
+
+
+class Reporter:
+    """Where messages go: summaries and errors on stderr, JSON on stdout unless stdout carries data."""
+
+    def __init__(self, quiet: bool, verbose: bool, as_json: bool, stdout_is_data: bool):
+        self.quiet, self.verbose, self.as_json = quiet, verbose, as_json
+        self.stdout_is_data = stdout_is_data
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(text, err=True)
+
+    def warn(self, text: str) -> None:
+        if not self.quiet:
+            click.echo(f"cgic: warning: {text}", err=True)
+
+    def error(self, text: str) -> None:
+        if self.verbose:
+            traceback.print_exc()
+        click.echo(f"cgic: error: {text}", err=True)
+
+    def record(self, record: dict) -> None:
+        if self.as_json:
+            click.echo(json.dumps(record), err=self.stdout_is_data)
+
+
+def common_options(func):
+    func = click.option("-v", "--verbose", is_flag=True, help="More detail; tracebacks on errors.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines).")(func)
+    return func
+
+
+def model_options(func):
+    func = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where the network runs.",
+    )(func)
+    func = click.option(
+        "--weights",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Weights file (default: $CGIC_WEIGHTS, else the shipped model).",
+    )(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cgic")
+def main() -> None:
+    """cgic: Control-GIC learned generative image codec.
+
+    \b
+      cgic encode photo.png --ratios 0.3,0.6,0.1     -> photo.cgic
+      cgic decode photo.cgic                         -> photo.png
+      cgic info photo.cgic
+    """
+
+
+def _expand_inputs(inputs: tuple[str, ...], suffixes: set[str]) -> tuple[list[str], bool]:
+    """Files named, plus the matching files of any directory named; second value: was it a batch."""
+    files: list[str] = []
+    batch = len(inputs) > 1
+    for item in inputs:
+        path = Path(item)
+        if item != STDIO and path.is_dir():
+            batch = True
+            files.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in suffixes)
+        else:
+            files.append(item)
+    if batch and STDIO in files:
+        raise click.UsageError("'-' (stdin) cannot be mixed with other inputs")
+    return files, batch
+
+
+def _plan_jobs(inputs: tuple[str, ...], output: str | None, suffixes: set[str], out_suffix: str) -> list[Job]:
+    files, batch = _expand_inputs(inputs, suffixes)
+    if not batch:
+        source = files[0]
+        if output is None:
+            target = STDIO if source == STDIO else str(Path(source).with_suffix(out_suffix))
+        elif output != STDIO and Path(output).is_dir():
+            stem = "stdin" if source == STDIO else Path(source).stem
+            target = str(Path(output) / (stem + out_suffix))
+        else:
+            target = output
+        return [Job(source, target)]
+    if output == STDIO:
+        raise click.UsageError("-o - (stdout) takes a single input, not several files or a directory")
+    if output is not None:
+        Path(output).mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for source in files:
+        folder = Path(output) if output is not None else Path(source).parent
+        jobs.append(Job(source, str(folder / (Path(source).stem + out_suffix))))
+    return jobs
+
+
+def _read_input(source: str) -> bytes:
+    if source == STDIO:
+        return sys.stdin.buffer.read()
+    return Path(source).read_bytes()
+
+
+def _write_output(target: str, data: bytes, force: bool) -> None:
+    if target == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(Path(target), data, overwrite=force)
+
+
+def _run_jobs(jobs: list[Job], reporter: Reporter, force: bool, work) -> None:
+    """Run `work(job) -> (data, record, summary)` for each job; one failure never stops the rest."""
+    from tqdm import tqdm
+
+    failures = 0
+    batch = len(jobs) > 1
+    progress = tqdm(jobs, file=sys.stderr, disable=None if batch and not reporter.quiet else True, unit="file")
+    for job in progress:
+        try:
+            if job.target != STDIO and not force and Path(job.target).exists():
+                raise FileExistsError(f"{job.target} exists (use -f to overwrite)")
+            data, record, summary = work(job)
+            _write_output(job.target, data, force)
+        except (CgicError, OSError) as exc:
+            failures += 1
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            where = f" {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
+            reporter.error(f"{job.source}: {message}{where}" if where else f"{job.source}: {message}")
+            reporter.record({"input": job.source, "ok": False, "error": message})
+            continue
+        if batch:
+            progress.write(summary, file=sys.stderr) if not reporter.quiet else None
+        else:
+            reporter.line(summary)
+        reporter.record({"input": job.source, "output": job.target, "ok": True, **record})
+    if batch:
+        reporter.line(f"{len(jobs) - failures} of {len(jobs)} files done, {failures} failed")
+    if failures:
+        sys.exit(1)
+
+
+def _load_codec(weights: str | None, device: str, reporter: Reporter):
+    from .api import get_codec
+
+    try:
+        return get_codec(weights, device)
+    except CgicError as exc:
+        reporter.error(str(exc))
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output file, '-' for stdout, or a directory (several inputs).")
+@click.option(
+    "-r",
+    "--ratios",
+    type=RatiosType(),
+    default="0.3,0.6,0.1",
+    show_default=True,
+    help="Area fractions coded at fine (H/4), medium (H/8) and coarse (H/16) granularity; "
+    "more fine means more bits and detail.",
+)
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@model_options
+@common_options
+def encode(inputs, output, ratios, force, weights, device, verbose, quiet, as_json) -> None:
+    """Encode images (files, directories or '-' for stdin) to .cgic."""
+    if verbose and quiet:
+        raise click.UsageError("-v and -q cannot be used together")
+    jobs = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic")
+    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
+    codec = _load_codec(weights, device, reporter)
+
+    def work(job: Job):
+        started = time.perf_counter()
+        raw = _read_input(job.source)
+        result = codec.encode(raw, ratios)
+        seconds = time.perf_counter() - started
+        for note in result.warnings:
+            reporter.warn(note)
+        stats = result.stats
+        record = {
+            "bytes": stats.size_bytes,
+            "bpp": round(stats.bpp, 6),
+            "width": stats.width,
+            "height": stats.height,
+            "ratios": list(stats.ratios),
+            "tokens": dict(zip(("fine", "medium", "coarse"), stats.token_counts, strict=True)),
+            "section_bytes": stats.section_bytes,
+            "seconds": round(seconds, 3),
+        }
+        summary = (
+            f"{job.source} -> {job.target}: {stats.size_bytes} bytes, {stats.bpp:.4f} bpp, "
+            f"{stats.width}x{stats.height}, {seconds:.2f} s"
+        )
+        if verbose:
+            summary += f" (sections {stats.section_bytes}, tokens {record['tokens']})"
+        return result.data, record, summary
+
+    _run_jobs(jobs, reporter, force, work)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("-o", "--output", help="Output image (format from its suffix, PNG by default), '-' or a directory.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@model_options
+@common_options
+def decode(inputs, output, force, weights, device, verbose, quiet, as_json) -> None:
+    """Decode .cgic files (or '-' for stdin) to PNG."""
+    if verbose and quiet:
+        raise click.UsageError("-v and -q cannot be used together")
+    jobs = _plan_jobs(inputs, output, {".cgic"}, ".png")
+    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
+    codec = _load_codec(weights, device, reporter)
+
+    def work(job: Job):
+        from .image_io import encode_image_file
+
+        started = time.perf_counter()
+        image = codec.decode(_read_input(job.source))
+        data = encode_image_file(image, job.target)
+        seconds = time.perf_counter() - started
+        record = {"width": image.width, "height": image.height, "mode": image.mode, "seconds": round(seconds, 3)}
+        summary = f"{job.source} -> {job.target}: {image.width}x{image.height} {image.mode}, {seconds:.2f} s"
+        return data, record, summary
+
+    _run_jobs(jobs, reporter, force, work)
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
+@click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")
+def info(inputs, as_json, verbose) -> None:
+    """Show what a .cgic file holds (checks it completely; loads no model)."""
+    reporter = Reporter(False, verbose, as_json, stdout_is_data=False)
+    failures = 0
+    for source in inputs:
+        try:
+            data = _read_input(source)
+            header, sections = parse_file(data)
+        except (CgicError, OSError) as exc:
+            failures += 1
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reporter.error(f"{source}: {message}")
+            continue
+        ratios = ppm_to_ratios(header.ratios)
+        section_bytes = {
+            "header": HEADER_SIZE,
+            "masks": len(sections.masks),
+            "fine": len(sections.fine),
+            "medium": len(sections.medium),
+            "coarse": len(sections.coarse),
+        }
+        record = {
+            "input": source,
+            "width": header.width,
+            "height": header.height,
+            "colour": COLOUR_NAMES[header.colour_mode],
+            "ratios": list(ratios),
+            "rate_controlled": header.rate_controlled,
+            "model_id": header.model_id.hex(),
+            "bytes": len(data),
+            "bpp": round(8 * len(data) / (header.width * header.height), 6),
+            "section_bytes": section_bytes,
+        }
+        if as_json:
+            click.echo(json.dumps(record))
+            continue
+        click.echo(
+            f"{source}: cgic v1, {header.width}x{header.height} {record['colour']}, {len(data)} bytes, "
+            f"{record['bpp']:.4f} bpp\n"
+            f"  ratios (fine, medium, coarse): {ratios[0]:.6g}, {ratios[1]:.6g}, {ratios[2]:.6g}"
+            f"{' (rate control)' if header.rate_controlled else ''}\n"
+            f"  model: {record['model_id']}\n"
+            f"  sections: " + ", ".join(f"{k} {v}" for k, v in section_bytes.items())
+        )
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

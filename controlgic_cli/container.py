@@ -1,0 +1,201 @@
+"""The .cgic container, format version 1: a fixed 60-byte header, then the payload.
+
+docs/format.md is the specification; this module is its only implementation.
+Every length in a file is checked before it is used, and nothing is allocated
+from a header field, because .cgic files are untrusted input. The module needs
+only the standard library so that `cgic info` and the Pillow plugin can read a
+header without loading numpy or torch.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from .errors import FormatError, OptionsError
+from .ratios import ratios_ppm_problem
+
+MAGIC = b"CGIC"
+FORMAT_VERSION = 1
+HEADER_SIZE = 60
+MAX_DIMENSION = 65535
+MODEL_ID_SIZE = 8
+
+COLOUR_GREY = 0
+COLOUR_RGB = 1
+COLOUR_RGB_ALPHA_DROPPED = 2
+COLOUR_MODES = (COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED)
+
+FLAG_RATE_CONTROLLED = 0x01
+
+# Everything up to and including payload_crc32; header_crc32 follows and covers these 56 bytes.
+_HEADER_FIELDS = struct.Struct("<4sBBBBIIIII8sIIIII")
+_HEADER_CRC = struct.Struct("<I")
+_CRC_COVERED_SIZE = HEADER_SIZE - _HEADER_CRC.size
+_COARSE_CELL = 16
+
+
+@dataclass(frozen=True)
+class CgicHeader:
+    """What a .cgic header says about the image; section lengths and checksums are derived on packing.
+
+    ratios: (fine, medium, coarse) area fractions in parts per million, summing to 1_000_000.
+    model_id: first 8 bytes of the sha256 of the weights file that encoded the image.
+    rate_controlled: the ratios were chosen by rate control (informational only).
+    """
+
+    width: int
+    height: int
+    colour_mode: int
+    ratios: tuple[int, int, int]
+    model_id: bytes
+    rate_controlled: bool
+
+
+@dataclass(frozen=True)
+class CgicSections:
+    """The payload: mask section, then the fine, medium and coarse index streams."""
+
+    masks: bytes
+    fine: bytes
+    medium: bytes
+    coarse: bytes
+
+
+def mask_section_size_range(width: int, height: int) -> tuple[int, int]:
+    """Smallest and largest possible mask section in bytes for an image of this size.
+
+    All-coarse sends one bit per H/16 cell; no coarse cell sends one more bit for
+    each of its four H/8 cells.
+    """
+    cell_count = -(-height // _COARSE_CELL) * -(-width // _COARSE_CELL)
+    return -(-cell_count // 8), -(-5 * cell_count // 8)
+
+
+def _header_problem(header: CgicHeader) -> str | None:
+    """What is wrong with the header's fields, in words, or None if they are valid."""
+    for name, value in (("width", header.width), ("height", header.height)):
+        if not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
+            return f"{name} {value!r} is not an integer in 1..{MAX_DIMENSION}"
+    if not isinstance(header.colour_mode, int) or header.colour_mode not in COLOUR_MODES:
+        return f"colour mode {header.colour_mode!r} is not one of 0 (grey), 1 (RGB), 2 (RGB, alpha dropped)"
+    if not isinstance(header.model_id, bytes) or len(header.model_id) != MODEL_ID_SIZE:
+        return f"model id must be {MODEL_ID_SIZE} bytes, got {header.model_id!r}"
+    return ratios_ppm_problem(header.ratios)
+
+
+def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
+    """Serialise a header and its payload sections into a complete .cgic file."""
+    problem = _header_problem(header)
+    if problem:
+        raise OptionsError(f"cannot write .cgic header: {problem}")
+    smallest_masks, largest_masks = mask_section_size_range(header.width, header.height)
+    if not smallest_masks <= len(sections.masks) <= largest_masks:
+        raise OptionsError(
+            f"cannot write .cgic file: mask section of {len(sections.masks)} bytes is outside "
+            f"{smallest_masks}..{largest_masks} for a {header.width}x{header.height} image"
+        )
+    payload = sections.masks + sections.fine + sections.medium + sections.coarse
+    fields = _HEADER_FIELDS.pack(
+        MAGIC,
+        FORMAT_VERSION,
+        header.colour_mode,
+        FLAG_RATE_CONTROLLED if header.rate_controlled else 0,
+        0,
+        header.width,
+        header.height,
+        *header.ratios,
+        header.model_id,
+        len(sections.masks),
+        len(sections.fine),
+        len(sections.medium),
+        len(sections.coarse),
+        zlib.crc32(payload),
+    )
+    return fields + _HEADER_CRC.pack(zlib.crc32(fields)) + payload
+
+
+def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], int]:
+    """Validate the fixed header: returns the header, the four section lengths and the payload CRC."""
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        if len(data) < len(MAGIC) and MAGIC.startswith(data):
+            raise FormatError(f"truncated .cgic file: {len(data)} bytes, shorter than its {HEADER_SIZE}-byte header")
+        raise FormatError("not a .cgic file (bad magic)")
+    if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
+        raise FormatError(
+            f"unsupported .cgic format version {data[len(MAGIC)]} (this cgic reads version {FORMAT_VERSION})"
+        )
+    if len(data) < HEADER_SIZE:
+        raise FormatError(f"truncated .cgic file: {len(data)} bytes, shorter than its {HEADER_SIZE}-byte header")
+    (stored_header_crc,) = _HEADER_CRC.unpack_from(data, _CRC_COVERED_SIZE)
+    if zlib.crc32(data[:_CRC_COVERED_SIZE]) != stored_header_crc:
+        raise FormatError("header checksum mismatch: the file is damaged")
+
+    (
+        _magic,
+        _version,
+        colour_mode,
+        flags,
+        reserved,
+        width,
+        height,
+        ratio_fine,
+        ratio_medium,
+        ratio_coarse,
+        model_id,
+        *section_lengths,
+        payload_crc,
+    ) = _HEADER_FIELDS.unpack_from(data)
+    if flags & ~FLAG_RATE_CONTROLLED:
+        raise FormatError(f"invalid .cgic header: unknown flag bits 0x{flags:02x}")
+    if reserved != 0:
+        raise FormatError(f"invalid .cgic header: reserved byte is {reserved}, must be 0")
+    header = CgicHeader(
+        width=width,
+        height=height,
+        colour_mode=colour_mode,
+        ratios=(ratio_fine, ratio_medium, ratio_coarse),
+        model_id=model_id,
+        rate_controlled=bool(flags & FLAG_RATE_CONTROLLED),
+    )
+    problem = _header_problem(header)
+    if problem:
+        raise FormatError(f"invalid .cgic header: {problem}")
+    mask_bytes = section_lengths[0]
+    smallest_masks, largest_masks = mask_section_size_range(width, height)
+    if not smallest_masks <= mask_bytes <= largest_masks:
+        raise FormatError(
+            f"invalid .cgic header: mask section of {mask_bytes} bytes is impossible for a "
+            f"{width}x{height} image ({smallest_masks}..{largest_masks})"
+        )
+    return header, tuple(section_lengths), payload_crc
+
+
+def read_header(data: bytes) -> CgicHeader:
+    """Read and validate the header from the first 60 bytes of a .cgic file; the rest of `data` is ignored."""
+    header, _section_lengths, _payload_crc = _parse_header(bytes(data[:HEADER_SIZE]))
+    return header
+
+
+def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
+    """Validate a complete .cgic file and split it into its header and payload sections."""
+    data = bytes(data)
+    header, section_lengths, payload_crc = _parse_header(data)
+    expected_size = HEADER_SIZE + sum(section_lengths)
+    if len(data) < expected_size:
+        raise FormatError(f"truncated .cgic file: header says {expected_size} bytes, got {len(data)}")
+    if len(data) > expected_size:
+        raise FormatError(
+            f".cgic file has {len(data) - expected_size} trailing bytes after the {expected_size} bytes "
+            "its header accounts for"
+        )
+    if zlib.crc32(data[HEADER_SIZE:]) != payload_crc:
+        raise FormatError("payload checksum mismatch: the file is damaged")
+    sections = []
+    offset = HEADER_SIZE
+    for length in section_lengths:
+        sections.append(data[offset : offset + length])
+        offset += length
+    masks, fine, medium, coarse = sections
+    return header, CgicSections(masks=masks, fine=fine, medium=medium, coarse=coarse)

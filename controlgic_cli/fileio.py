@@ -1,0 +1,47 @@
+"""Writing output files so a user's file is never half-written or clobbered.
+
+Data goes to a hidden temporary file in the destination folder and is moved
+into place only when complete. Without overwrite, the move is a hard link,
+which fails atomically if the name was taken meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
+    """Write bytes to `path` all at once; FileExistsError if it exists and overwrite is False."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(path))
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _move_without_overwrite(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _move_without_overwrite(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(path)) from None
+    except OSError:
+        # Filesystems without hard links: a check-then-rename is the best left.
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(path)) from None
+        os.replace(tmp, path)

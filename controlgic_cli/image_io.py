@@ -1,0 +1,169 @@
+"""Reading images of any kind into 8-bit RGB, and writing decoded images.
+
+What happens to each kind of input (also in README "Input images"):
+  RGB 8-bit                  coded as is
+  grey (L, 1, I;16, I, F)    coded as RGB with equal channels, decoded back to grey (L)
+  16-bit (I;16, RGB 48-bit)  scaled to 8 bits (v / 257, rounded)
+  RGBA, LA, P + transparency alpha is not coded: the colour channels are kept as stored,
+                             alpha is dropped with a warning; decoded as RGB (or L)
+  P (palette), CMYK, YCbCr   converted to RGB by Pillow
+  EXIF orientation           applied before coding, so the decoded image is upright
+  animated GIF/WebP/APNG     the first frame is coded, with a warning
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
+from .errors import ImageError
+
+GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+@dataclass
+class SourceImage:
+    """An input image as the codec sees it: uint8 (H, W, 3) plus how it was obtained."""
+
+    rgb: np.ndarray
+    colour_mode: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.rgb.shape[0]
+
+
+ImageSource = str | Path | bytes | Image.Image | np.ndarray
+
+
+def load_image(source: ImageSource) -> SourceImage:
+    """Read a path, encoded bytes, a PIL image or an ndarray into a SourceImage.
+
+    Messages about a path start with the path; for bytes, arrays and PIL
+    images the caller knows best what to call the input.
+    """
+    if isinstance(source, np.ndarray):
+        return _from_array(source)
+    if isinstance(source, Image.Image):
+        return _from_pil(source, name="image")
+    name = "image data" if isinstance(source, bytes) else str(source)
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as im:
+                return _from_pil(im, name)
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a directory") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageError(f"{name}: cannot read image ({exc})") from None
+
+
+def _from_pil(im: Image.Image, name: str) -> SourceImage:
+    notes = []
+    if getattr(im, "n_frames", 1) > 1:
+        notes.append(f"{name}: animated image with {im.n_frames} frames, only the first frame is coded")
+        im.seek(0)
+    im.load()
+    im = ImageOps.exif_transpose(im)
+    mode = im.mode
+    has_alpha = (
+        mode in ALPHA_MODES
+        or (mode == "P" and "transparency" in im.info)
+        or (mode in ("L", "RGB") and "transparency" in im.info)
+    )
+    if has_alpha:
+        notes.append(f"{name}: alpha channel is not coded and was dropped")
+    if mode in GREY_MODES or mode in ("LA", "La"):
+        grey = _grey_u8(im)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        colour = COLOUR_GREY
+    else:
+        rgb = np.asarray(im.convert("RGB"))
+        colour = COLOUR_RGB_ALPHA_DROPPED if has_alpha else COLOUR_RGB
+    return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes)
+
+
+def _grey_u8(im: Image.Image) -> np.ndarray:
+    if im.mode in ("LA", "La"):
+        im = im.getchannel("L")
+    if im.mode == "1":
+        im = im.convert("L")
+    values = np.asarray(im)
+    if values.dtype == np.uint8:
+        return values
+    if im.mode == "F":
+        # Float images have no declared range; [0, 1] is the common convention.
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+    # I;16 and 32-bit I: Pillow's own convert("L") clips instead of scaling.
+    return np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def _from_array(array: np.ndarray) -> SourceImage:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}")
+    if array.dtype == np.uint16:
+        array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ImageError(f"array must be uint8 or uint16, got {array.dtype}")
+    notes = []
+    colour = COLOUR_RGB
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+        colour = COLOUR_GREY
+    elif array.shape[2] == 4:
+        array = array[..., :3]
+        colour = COLOUR_RGB_ALPHA_DROPPED
+        notes.append("image: alpha channel is not coded and was dropped")
+    return SourceImage(np.ascontiguousarray(array), colour, notes)
+
+
+def to_pil(rgb: np.ndarray, colour_mode: int) -> Image.Image:
+    """Decoded uint8 RGB -> the PIL image a user gets back (grey sources come back as L)."""
+    image = Image.fromarray(rgb, "RGB")
+    return image.convert("L") if colour_mode == COLOUR_GREY else image
+
+
+OUTPUT_FORMATS = {
+    ".png": "PNG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".ppm": "PPM",
+    ".pgm": "PPM",
+    ".webp": "WEBP",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+}
+
+
+def encode_image_file(image: Image.Image, target: str) -> bytes:
+    """Bytes of `image` in the format named by the target's suffix (PNG for stdout or unknown suffixes)."""
+    fmt = OUTPUT_FORMATS.get(Path(target).suffix.lower(), "PNG")
+    buffer = io.BytesIO()
+    if fmt == "WEBP":
+        image.save(buffer, format=fmt, lossless=True)
+    else:
+        image.save(buffer, format=fmt)
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""cgic test suite."""

@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny seeded model, generated images, the shipped weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from controlgic_cli.model import ControlGIC, ModelConfig
+from controlgic_cli.model.weights import default_weights_path, save_weights
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like uint8 RGB image: smooth gradients, a few shapes and texture of varying strength."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack(
+        [
+            120 + 80 * np.sin(xx / max(width, 1) * 3.1 + seed),
+            100 + 60 * np.cos(yy / max(height, 1) * 2.3),
+            140 + 50 * np.sin((xx + yy) / max(width + height, 1) * 4.0),
+        ],
+        axis=-1,
+    )
+    cy, cx, r = height * 0.4, width * 0.6, max(min(height, width) * 0.25, 1)
+    disc = ((yy - cy) ** 2 + (xx - cx) ** 2) < r * r
+    base[disc] = [220, 200, 60]
+    texture = rng.normal(0, 1, (height, width, 1)) * (xx[..., None] / max(width, 1) * 40)
+    return np.clip(base + texture, 0, 255).astype(np.uint8)
+
+
+def build_tiny_weights(path, seed: int = 0) -> bytes:
+    """Write a tiny randomly initialised model with skewed code-usage counts; returns its model id."""
+    torch.manual_seed(seed)
+    network = ControlGIC(ModelConfig.tiny())
+    k = network.config.codebook_size
+    usage = {
+        name: [int(1 + (1000 // (i + 1 + offset))) for i in range(k)]
+        for offset, name in enumerate(("fine", "medium", "coarse"))
+    }
+    return save_weights(path, network, usage)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    build_tiny_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def other_tiny_weights(tmp_path_factory):
+    """A second tiny model, for wrong-model tests."""
+    path = tmp_path_factory.mktemp("weights-other") / "other.safetensors"
+    build_tiny_weights(path, seed=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped_weights():
+    path = default_weights_path()
+    assert path.exists(), f"shipped weights missing at {path}"
+    return path

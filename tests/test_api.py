@@ -1,0 +1,120 @@
+"""Library API: round trips, determinism, rate behaviour, and refusal of bad files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from controlgic_cli.api import Codec
+from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
+from controlgic_cli.errors import CgicError, FormatError, ModelError, OptionsError
+
+from .conftest import synthetic_photo
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_weights):
+    return Codec(tiny_weights, device="cpu")
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (33, 17), (16, 16), (48, 80), (70, 33)])
+def test_round_trip_keeps_exact_size(codec, height, width):
+    image = synthetic_photo(height, width)
+    result = codec.encode(image, (0.3, 0.6, 0.1))
+    decoded, header = codec.decode_array(result.data)
+    assert decoded.shape == (height, width, 3)
+    assert decoded.dtype == np.uint8
+    assert (header.width, header.height) == (width, height)
+    assert result.stats.size_bytes == len(result.data)
+    assert result.stats.bpp == pytest.approx(8 * len(result.data) / (width * height))
+
+
+def test_same_input_gives_identical_bytes(codec):
+    image = synthetic_photo(64, 96, seed=3)
+    assert codec.encode(image, (0.5, 0.4, 0.1)).data == codec.encode(image.copy(), (0.5, 0.4, 0.1)).data
+
+
+def test_sections_add_up_and_token_counts_match_ratios(codec):
+    image = synthetic_photo(64, 128)
+    stats = codec.encode(image, (0.5, 0.25, 0.25)).stats
+    assert sum(stats.section_bytes.values()) == stats.size_bytes
+    assert stats.section_bytes["header"] == HEADER_SIZE
+    n16 = (64 // 16) * (128 // 16)
+    fine, medium, coarse = stats.token_counts
+    assert coarse == round(0.25 * n16)
+    assert medium * 64 + coarse * 256 + fine * 16 == 64 * 128
+
+
+def test_bpp_rises_with_the_fine_ratio(codec):
+    image = synthetic_photo(128, 128, seed=5)
+    sizes = [codec.encode(image, (fine, 1.0 - fine, 0.0)).stats.size_bytes for fine in (0.0, 0.2, 0.5, 0.8, 1.0)]
+    assert sizes == sorted(sizes)
+    assert sizes[-1] > sizes[0]
+
+
+def test_ratios_are_stored_in_the_header(codec):
+    header, _ = parse_file(codec.encode(synthetic_photo(32, 32), (0.301, 0.599, 0.1)).data)
+    assert header.ratios == (301_000, 599_000, 100_000)
+    assert not header.rate_controlled
+
+
+def test_colour_modes_survive(codec):
+    grey = Image.fromarray(synthetic_photo(40, 40)[..., 0], "L")
+    data = codec.encode(grey).data
+    assert parse_file(data)[0].colour_mode == COLOUR_GREY
+    assert codec.decode(data).mode == "L"
+
+    rgba = np.dstack([synthetic_photo(40, 40), np.full((40, 40), 128, np.uint8)])
+    result = codec.encode(rgba)
+    assert parse_file(result.data)[0].colour_mode == COLOUR_RGB_ALPHA_DROPPED
+    assert any("alpha" in w for w in result.warnings)
+    assert codec.decode(result.data).mode == "RGB"
+
+    data = codec.encode(synthetic_photo(40, 40)).data
+    assert parse_file(data)[0].colour_mode == COLOUR_RGB
+
+
+def test_accepts_paths_bytes_pil_and_arrays(codec, tmp_path):
+    image = synthetic_photo(32, 48)
+    path = tmp_path / "x.png"
+    Image.fromarray(image).save(path)
+    from_array = codec.encode(image).data
+    assert codec.encode(path).data == from_array
+    assert codec.encode(str(path)).data == from_array
+    assert codec.encode(path.read_bytes()).data == from_array
+    assert codec.encode(Image.fromarray(image)).data == from_array
+
+
+def test_invalid_ratios_are_refused(codec):
+    with pytest.raises(OptionsError, match="sum to 1"):
+        codec.encode(synthetic_photo(16, 16), (0.5, 0.5, 0.5))
+
+
+def test_wrong_model_is_named(codec, other_tiny_weights):
+    data = codec.encode(synthetic_photo(32, 32)).data
+    other = Codec(other_tiny_weights, device="cpu")
+    with pytest.raises(ModelError, match=codec.model_id.hex()):
+        other.decode(data)
+
+
+def test_damaged_files_raise_format_errors(codec):
+    data = codec.encode(synthetic_photo(48, 48)).data
+    for cut in range(0, len(data)):
+        with pytest.raises(FormatError):
+            codec.decode(data[:cut])
+    rng = np.random.default_rng(0)
+    for position in rng.integers(0, len(data), 40):
+        damaged = bytearray(data)
+        damaged[position] ^= 1 << int(rng.integers(8))
+        with pytest.raises(CgicError):
+            codec.decode(bytes(damaged))
+
+
+def test_decoded_png_is_a_real_png(codec):
+    image = codec.decode(codec.encode(synthetic_photo(20, 30)).data)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).size == (30, 20)

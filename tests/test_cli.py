@@ -1,0 +1,187 @@
+"""The `cgic` command line: files, pipes, directories, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from controlgic_cli.cli import main
+
+from .conftest import synthetic_photo
+
+
+def run(args, input_bytes=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input_bytes, catch_exceptions=False)
+
+
+def real_cli(args, weights, input_bytes=None):
+    """The installed console entry point in a fresh process, as a user runs it."""
+    env = {**os.environ, "CGIC_WEIGHTS": str(weights)}
+    return subprocess.run(
+        [sys.executable, "-m", "controlgic_cli", *map(str, args)], input=input_bytes, capture_output=True, env=env
+    )
+
+
+def save_png(path, array, mode=None):
+    Image.fromarray(array, mode).save(path) if mode else Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (33, 17), (769, 513)])
+def test_encode_decode_keeps_size(tmp_path, tiny_weights, height, width):
+    src = save_png(tmp_path / "in.png", synthetic_photo(height, width))
+    result = run(["encode", src, "-o", tmp_path / "a.cgic", "--weights", tiny_weights])
+    assert result.exit_code == 0, result.output
+    assert f"{(tmp_path / 'a.cgic').stat().st_size} bytes" in result.stderr
+    result = run(["decode", tmp_path / "a.cgic", "-o", tmp_path / "out.png", "--weights", tiny_weights])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out.png").size == (width, height)
+
+
+def test_grey_and_rgba_inputs(tmp_path, tiny_weights):
+    grey = save_png(tmp_path / "grey.png", synthetic_photo(40, 24)[..., 1], "L")
+    rgba = save_png(tmp_path / "rgba.png", np.dstack([synthetic_photo(24, 40), np.full((24, 40), 7, np.uint8)]))
+    for src, mode in ((grey, "L"), (rgba, "RGB")):
+        assert run(["encode", src, "--weights", tiny_weights]).exit_code == 0
+        result = run(
+            ["decode", src.with_suffix(".cgic"), "-o", tmp_path / f"{src.stem}-out.png", "--weights", tiny_weights]
+        )
+        assert result.exit_code == 0
+        decoded = Image.open(tmp_path / f"{src.stem}-out.png")
+        assert decoded.mode == mode and decoded.size == Image.open(src).size
+    assert "alpha" in run(["encode", rgba, "-f", "--weights", tiny_weights]).stderr
+
+
+def test_default_output_names(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "photo.png", synthetic_photo(32, 32))
+    assert run(["encode", src, "--weights", tiny_weights]).exit_code == 0
+    assert (tmp_path / "photo.cgic").exists()
+    (tmp_path / "photo.png").unlink()
+    assert run(["decode", tmp_path / "photo.cgic", "--weights", tiny_weights]).exit_code == 0
+    assert (tmp_path / "photo.png").exists()
+
+
+def test_pipeline_gives_the_same_bytes_as_files(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(48, 64))
+    assert real_cli(["encode", src, "-o", tmp_path / "file.cgic"], tiny_weights).returncode == 0
+    piped = real_cli(["encode", "-", "-o", "-", "-q"], tiny_weights, input_bytes=src.read_bytes())
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == (tmp_path / "file.cgic").read_bytes()
+    assert not (tmp_path / "-").exists()
+    decoded = real_cli(["decode", "-", "-o", "-"], tiny_weights, input_bytes=piped.stdout)
+    assert decoded.returncode == 0
+    assert decoded.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+    assert real_cli(["decode", tmp_path / "file.cgic", "-o", tmp_path / "file.png"], tiny_weights).returncode == 0
+    assert decoded.stdout == (tmp_path / "file.png").read_bytes()
+
+
+def test_never_overwrites_without_force(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(32, 32))
+    target = tmp_path / "in.cgic"
+    target.write_bytes(b"precious")
+    result = run(["encode", src, "--weights", tiny_weights])
+    assert result.exit_code == 1
+    assert "exists" in result.stderr and "-f" in result.stderr
+    assert target.read_bytes() == b"precious"
+    assert run(["encode", src, "-f", "--weights", tiny_weights]).exit_code == 0
+    assert target.read_bytes()[:4] == b"CGIC"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["encode", "x.png", "--ratios", "0.5,0.5,0.5"],
+        ["encode", "x.png", "--ratios", "0.5,0.5"],
+        ["encode", "x.png", "--ratios", "a,b,c"],
+        ["encode", "x.png", "--ratios", "1.2,-0.2,0"],
+        ["encode", "x.png", "--device", "tpu"],
+        ["encode"],
+        ["encode", "x.png", "-q", "-v"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_errors_exit_2(args):
+    result = run(args)
+    assert result.exit_code == 2
+    assert "Error" in result.stderr
+
+
+def test_damaged_and_wrong_model_files_exit_1_with_one_line(tmp_path, tiny_weights, other_tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(32, 48))
+    assert run(["encode", src, "-o", tmp_path / "good.cgic", "--weights", tiny_weights]).exit_code == 0
+    good = (tmp_path / "good.cgic").read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x10
+    cases = {
+        "truncated.cgic": good[: len(good) - 3],
+        "corrupted.cgic": bytes(flipped),
+        "empty.cgic": b"",
+        "random.cgic": bytes(np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8)),
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        result = real_cli(["decode", tmp_path / name, "-o", tmp_path / f"{name}.png"], tiny_weights)
+        assert result.returncode == 1, name
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("cgic: error:"), (name, lines)
+        assert "Traceback" not in result.stderr.decode()
+        assert not (tmp_path / f"{name}.png").exists()
+    wrong = real_cli(["decode", tmp_path / "good.cgic", "-o", tmp_path / "w.png"], other_tiny_weights)
+    assert wrong.returncode == 1
+    assert "needs model" in wrong.stderr.decode() and len(wrong.stderr.decode().strip().splitlines()) == 1
+
+
+def test_verbose_shows_the_traceback(tmp_path, tiny_weights):
+    (tmp_path / "bad.cgic").write_bytes(b"CGIC\x01")
+    result = real_cli(["decode", tmp_path / "bad.cgic", "-v"], tiny_weights)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr.decode()
+
+
+def test_bad_image_input_exits_1(tmp_path, tiny_weights):
+    (tmp_path / "notes.png").write_text("not an image")
+    result = run(["encode", tmp_path / "notes.png", "--weights", tiny_weights])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "notes.png" in result.stderr
+    assert not (tmp_path / "notes.cgic").exists()
+
+
+def test_directory_batch_survives_a_bad_file(tmp_path, tiny_weights):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(3):
+        save_png(src / f"img{i}.png", synthetic_photo(32 + 16 * i, 40, seed=i))
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (src / "readme.txt").write_text("ignored: not an image suffix")
+    out = tmp_path / "out"
+    result = run(["encode", src, "-o", out, "--json", "--weights", tiny_weights])
+    assert result.exit_code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["img0.cgic", "img1.cgic", "img2.cgic"]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["ok"] for r in records].count(True) == 3 and [r["ok"] for r in records].count(False) == 1
+    assert "3 of 4 files done, 1 failed" in result.stderr
+    for record in records:
+        if record["ok"]:
+            assert record["bytes"] == (out / (os.path.basename(record["input"])[:-4] + ".cgic")).stat().st_size
+
+
+def test_info_reports_header_without_a_model(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(30, 50))
+    assert run(["encode", src, "--ratios", "0.301,0.599,0.1", "--weights", tiny_weights]).exit_code == 0
+    result = run(["info", tmp_path / "in.cgic", "--json"])
+    assert result.exit_code == 0
+    record = json.loads(result.stdout)
+    assert (record["width"], record["height"]) == (50, 30)
+    assert record["ratios"] == [0.301, 0.599, 0.1]
+    assert record["bytes"] == (tmp_path / "in.cgic").stat().st_size
+    assert record["bpp"] == pytest.approx(8 * record["bytes"] / 1500, abs=1e-6)
+    (tmp_path / "bad.cgic").write_bytes(b"nope")
+    assert run(["info", tmp_path / "bad.cgic"]).exit_code == 1

@@ -1,0 +1,328 @@
+"""The .cgic container (controlgic_cli.container) against docs/format.md."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controlgic_cli.container import (
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_DIMENSION,
+    CgicHeader,
+    CgicSections,
+    mask_section_size_range,
+    pack_file,
+    parse_file,
+    read_header,
+)
+from controlgic_cli.errors import FormatError, OptionsError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FUZZ = settings(max_examples=150, deadline=None)
+
+SMALL_HEADER = CgicHeader(
+    width=16,
+    height=16,
+    colour_mode=1,
+    ratios=(500_000, 400_000, 100_000),
+    model_id=bytes(range(1, 9)),
+    rate_controlled=False,
+)
+SMALL_SECTIONS = CgicSections(masks=b"\x80", fine=b"\x12\x34\x56", medium=b"\x78\x9a", coarse=b"\xbc")
+
+
+def spec_file(
+    *,
+    magic=b"CGIC",
+    version=1,
+    colour_mode=1,
+    flags=0,
+    reserved=0,
+    width=16,
+    height=16,
+    ratios=(500_000, 400_000, 100_000),
+    model_id=b"\x01" * 8,
+    section_lengths=(1, 0, 0, 0),
+    payload=None,
+    payload_crc=None,
+):
+    """A file laid out from the offset table in docs/format.md, independently of the module under test."""
+    if payload is None:
+        payload = bytes(sum(section_lengths))
+    header = bytearray(HEADER_SIZE)
+    header[0:4] = magic
+    header[4], header[5], header[6], header[7] = version, colour_mode, flags, reserved
+    struct.pack_into("<II", header, 8, width, height)
+    struct.pack_into("<III", header, 16, *ratios)
+    header[28:36] = model_id
+    struct.pack_into("<IIII", header, 36, *section_lengths)
+    struct.pack_into("<I", header, 52, zlib.crc32(payload) if payload_crc is None else payload_crc)
+    struct.pack_into("<I", header, 56, zlib.crc32(header[:56]))
+    return bytes(header) + payload
+
+
+def test_constants_match_the_spec():
+    assert (MAGIC, FORMAT_VERSION, HEADER_SIZE, MAX_DIMENSION) == (b"CGIC", 1, 60, 65535)
+
+
+def test_packed_bytes_follow_the_offset_table():
+    payload = b"\x80\x12\x34\x56\x78\x9a\xbc"
+    expected = spec_file(model_id=bytes(range(1, 9)), section_lengths=(1, 3, 2, 1), payload=payload)
+    assert pack_file(SMALL_HEADER, SMALL_SECTIONS) == expected
+
+
+def test_hex_example_in_the_format_doc_matches_the_writer():
+    doc = (REPO_ROOT / "docs" / "format.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^[0-9a-f]{4}: ((?:[0-9a-f]{2} )+)", doc, flags=re.MULTILINE)
+    documented = bytes.fromhex("".join(rows))
+    header = CgicHeader(16, 16, 0, (0, 0, 1_000_000), bytes.fromhex("0011223344556677"), rate_controlled=False)
+    assert pack_file(header, CgicSections(masks=b"\x80", fine=b"", medium=b"", coarse=b"\x5c")) == documented
+
+
+def test_small_file_round_trip():
+    data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
+    assert len(data) == HEADER_SIZE + 7
+    assert parse_file(data) == (SMALL_HEADER, SMALL_SECTIONS)
+    assert read_header(data) == SMALL_HEADER
+    assert read_header(data[:HEADER_SIZE]) == SMALL_HEADER
+
+
+@pytest.mark.parametrize("colour_mode", [0, 1, 2])
+@pytest.mark.parametrize("rate_controlled", [False, True])
+def test_colour_modes_and_flags_round_trip(colour_mode, rate_controlled):
+    header = dataclasses.replace(SMALL_HEADER, colour_mode=colour_mode, rate_controlled=rate_controlled)
+    assert parse_file(pack_file(header, SMALL_SECTIONS))[0] == header
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (1, 65535), (65535, 1), (17, 33), (768, 512), (65535, 65535)])
+def test_dimensions_round_trip(width, height):
+    header = dataclasses.replace(SMALL_HEADER, width=width, height=height)
+    smallest, largest = mask_section_size_range(width, height)
+    for mask_bytes in {smallest, largest}:
+        sections = CgicSections(masks=bytes(mask_bytes), fine=b"\x01", medium=b"", coarse=b"\x02\x03")
+        assert parse_file(pack_file(header, sections)) == (header, sections)
+
+
+@pytest.mark.parametrize(
+    "ratios", [(1_000_000, 0, 0), (0, 1_000_000, 0), (0, 0, 1_000_000), (333_334, 333_333, 333_333), (1, 999_998, 1)]
+)
+def test_ratio_edge_cases_round_trip(ratios):
+    header = dataclasses.replace(SMALL_HEADER, ratios=ratios)
+    assert parse_file(pack_file(header, SMALL_SECTIONS))[0].ratios == ratios
+
+
+@pytest.mark.parametrize("model_id", [bytes(8), b"\xff" * 8, b"CGIC\x01\x00\x00\x00"])
+def test_model_id_round_trips(model_id):
+    header = dataclasses.replace(SMALL_HEADER, model_id=model_id)
+    assert parse_file(pack_file(header, SMALL_SECTIONS))[0].model_id == model_id
+
+
+def test_empty_index_streams_round_trip():
+    sections = CgicSections(masks=b"\x00\x00", fine=b"", medium=b"", coarse=b"")
+    header = dataclasses.replace(SMALL_HEADER, width=48, height=32)
+    assert parse_file(pack_file(header, sections)) == (header, sections)
+
+
+def test_every_truncation_is_rejected():
+    data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
+    for cut in range(len(data)):
+        with pytest.raises(FormatError):
+            parse_file(data[:cut])
+        if cut < HEADER_SIZE:
+            with pytest.raises(FormatError):
+                read_header(data[:cut])
+
+
+def test_every_single_bit_flip_is_rejected():
+    data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
+    for position in range(len(data)):
+        for bit in range(8):
+            damaged = bytearray(data)
+            damaged[position] ^= 1 << bit
+            with pytest.raises(FormatError):
+                parse_file(bytes(damaged))
+
+
+def test_bit_flips_in_the_header_are_caught_by_read_header_too():
+    data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
+    for position in range(HEADER_SIZE):
+        damaged = bytearray(data)
+        damaged[position] ^= 0x10
+        with pytest.raises(FormatError):
+            read_header(bytes(damaged))
+
+
+@pytest.mark.parametrize("data", [b"", b"C", b"CGI", b"CGIC"])
+def test_short_inputs_are_rejected(data):
+    with pytest.raises(FormatError):
+        parse_file(data)
+
+
+@pytest.mark.parametrize("data", [b"\x89PNG\r\n\x1a\n" + bytes(60), b"RIFF", b"cgic" + bytes(60), b"X"])
+def test_bad_magic_is_rejected(data):
+    with pytest.raises(FormatError, match=r"^not a \.cgic file \(bad magic\)$"):
+        parse_file(data)
+
+
+@pytest.mark.parametrize("version", [0, 2, 255])
+def test_other_versions_are_rejected_before_anything_else(version):
+    message = rf"^unsupported \.cgic format version {version} \(this cgic reads version 1\)$"
+    with pytest.raises(FormatError, match=message):
+        parse_file(spec_file(version=version))
+    # Even a future file too short for a version-1 header names the version problem.
+    with pytest.raises(FormatError, match=message):
+        read_header(spec_file(version=version)[:10])
+
+
+def test_trailing_bytes_are_rejected():
+    data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
+    with pytest.raises(FormatError, match="1 trailing bytes"):
+        parse_file(data + b"\x00")
+    assert read_header(data + b"\x00") == SMALL_HEADER
+
+
+def test_truncated_payload_message_names_both_sizes():
+    data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
+    with pytest.raises(
+        FormatError, match=rf"^truncated \.cgic file: header says {len(data)} bytes, got {len(data) - 2}$"
+    ):
+        parse_file(data[:-2])
+
+
+def test_payload_damage_is_named():
+    data = bytearray(pack_file(SMALL_HEADER, SMALL_SECTIONS))
+    data[-1] ^= 1
+    with pytest.raises(FormatError, match=r"^payload checksum mismatch: the file is damaged$"):
+        parse_file(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "section_lengths", [(1, 2**32 - 1, 0, 0), (1, 0, 0, 2**32 - 1), (1, 2**31, 2**31, 2**31 - 1), (1, 7, 7, 7)]
+)
+def test_absurd_section_lengths_are_rejected_without_allocating(section_lengths):
+    with pytest.raises(FormatError, match="truncated"):
+        parse_file(spec_file(section_lengths=section_lengths, payload=bytes(1)))
+
+
+@pytest.mark.parametrize(("width", "height", "mask_bytes"), [(16, 16, 0), (16, 16, 2), (1, 1, 2**32 - 1), (33, 16, 3)])
+def test_impossible_mask_section_lengths_are_rejected(width, height, mask_bytes):
+    data = spec_file(width=width, height=height, section_lengths=(mask_bytes, 0, 0, 0), payload=bytes(4))
+    with pytest.raises(FormatError, match="mask section"):
+        read_header(data)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"colour_mode": 3}, "colour mode"),
+        ({"flags": 0x02}, "flag"),
+        ({"flags": 0x81}, "flag"),
+        ({"reserved": 1}, "reserved"),
+        ({"width": 0}, "width"),
+        ({"height": 0}, "height"),
+        ({"width": 65536}, "width"),
+        ({"height": 2**32 - 1}, "height"),
+        ({"ratios": (500_000, 400_000, 100_001)}, "sum"),
+        ({"ratios": (2**32 - 1, 1_000_001, 0)}, "sum"),
+        ({"ratios": (0, 0, 0)}, "sum"),
+    ],
+)
+def test_invalid_header_fields_are_rejected(fields, problem):
+    data = spec_file(**fields)
+    for reader in (read_header, parse_file):
+        with pytest.raises(FormatError, match=rf"^invalid \.cgic header: .*{problem}"):
+            reader(data)
+
+
+def test_header_checksum_is_checked_before_fields():
+    data = bytearray(spec_file())
+    data[5] = 9  # an invalid colour mode, but the CRC no longer matches either
+    with pytest.raises(FormatError, match=r"^header checksum mismatch"):
+        read_header(bytes(data))
+
+
+@given(st.binary(max_size=120))
+@FUZZ
+def test_arbitrary_bytes_raise_only_format_error(data):
+    for candidate in (data, MAGIC + data, MAGIC + b"\x01" + data):
+        try:
+            header, sections = parse_file(candidate)
+        except FormatError as error:
+            assert "\n" not in str(error)
+        else:
+            assert pack_file(header, sections) == candidate
+
+
+@given(st.binary(min_size=HEADER_SIZE - 9, max_size=HEADER_SIZE - 9))
+@FUZZ
+def test_random_headers_with_valid_checksum_raise_only_format_error(body):
+    header = MAGIC + b"\x01" + body
+    data = header + struct.pack("<I", zlib.crc32(header))
+    with contextlib.suppress(FormatError):
+        read_header(data)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        dataclasses.replace(SMALL_HEADER, width=0),
+        dataclasses.replace(SMALL_HEADER, height=MAX_DIMENSION + 1),
+        dataclasses.replace(SMALL_HEADER, width=16.0),
+        dataclasses.replace(SMALL_HEADER, colour_mode=3),
+        dataclasses.replace(SMALL_HEADER, model_id=b"short"),
+        dataclasses.replace(SMALL_HEADER, ratios=(500_000, 500_000, 1)),
+        dataclasses.replace(SMALL_HEADER, ratios=(0.5, 0.4, 0.1)),
+        dataclasses.replace(SMALL_HEADER, ratios=(1_000_000, 0)),
+    ],
+)
+def test_pack_rejects_invalid_headers(header):
+    with pytest.raises(OptionsError, match=r"^cannot write"):
+        pack_file(header, SMALL_SECTIONS)
+
+
+@pytest.mark.parametrize("mask_bytes", [0, 2])
+def test_pack_rejects_impossible_mask_sections(mask_bytes):
+    with pytest.raises(OptionsError, match="mask section"):
+        pack_file(SMALL_HEADER, dataclasses.replace(SMALL_SECTIONS, masks=bytes(mask_bytes)))
+
+
+def test_mask_section_size_range():
+    assert mask_section_size_range(1, 1) == (1, 1)
+    assert mask_section_size_range(16, 16) == (1, 1)
+    assert mask_section_size_range(17, 16) == (1, 2)
+    assert mask_section_size_range(768, 512) == (192, 960)
+    assert mask_section_size_range(65535, 65535) == (4096 * 4096 // 8, 5 * 4096 * 4096 // 8)
+
+
+# --- ratios ---------------------------------------------------------------------------------
+
+
+# --- import weight --------------------------------------------------------------------------
+
+
+def test_container_and_entropy_coder_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "import controlgic_cli.container, controlgic_cli.entropy_coder\n"
+        "heavy = sorted(m for m in ('torch', 'click', 'tqdm') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", f"importing the container pulled in: {result.stdout.strip()}"
