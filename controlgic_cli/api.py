@@ -26,6 +26,7 @@ from .image_io import ImageSource, SourceImage, load_image, to_pil
 from .model import Indices, MaskSet
 from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
+from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_size, rate_path
 from .ratios import ppm_to_ratios, ratios_to_ppm
 
 DEFAULT_RATIOS = (0.3, 0.6, 0.1)
@@ -51,6 +52,7 @@ class EncodeResult:
     data: bytes
     stats: EncodeStats
     warnings: list[str] = field(default_factory=list)
+    target_reached: bool | None = None  # set by rate control: False when the target was out of reach
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,16 @@ class Codec:
     def encode_analysis(
         self, analysis: Analysis, ratios_ppm: tuple[int, int, int], rate_controlled: bool = False
     ) -> EncodeResult:
-        plan = self.plan(analysis, ratios_ppm)
+        return self.encode_plan(analysis, self.plan(analysis, ratios_ppm), ratios_ppm, rate_controlled)
+
+    def encode_plan(
+        self,
+        analysis: Analysis,
+        plan: GranularityPlan,
+        ratios_ppm: tuple[int, int, int],
+        rate_controlled: bool = False,
+    ) -> EncodeResult:
+        """Write the file for an explicit plan; ratios_ppm only fills the (informational) header field."""
         fine, medium, coarse = analysis.indices
         sections = CgicSections(
             masks=pack_masks(plan.coarse, plan.medium),
@@ -165,6 +176,53 @@ class Codec:
 
     def encode(self, image: ImageSource | SourceImage, ratios=DEFAULT_RATIOS) -> EncodeResult:
         return self.encode_analysis(self.analyse(image), ratios_to_ppm(ratios))
+
+    # ----- rate control ---------------------------------------------------------------
+    def rate_path(self, analysis: Analysis) -> RatePath:
+        return rate_path(analysis.entropy, analysis.indices, self.coders)
+
+    def encode_to_target(
+        self, image: ImageSource | SourceImage, target_bpp: float | None = None, target_size: int | None = None
+    ) -> EncodeResult:
+        """One network pass, then the plan nearest target_bpp, or the largest within target_size bytes."""
+        if (target_bpp is None) == (target_size is None):
+            raise OptionsError("give exactly one of target_bpp and target_size")
+        if target_bpp is not None and not target_bpp > 0:
+            raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
+        if target_size is not None and target_size < 1:
+            raise OptionsError(f"target size must be at least 1 byte, got {target_size}")
+        analysis = self.analyse(image)
+        path = self.rate_path(analysis)
+        pixels = analysis.source.width * analysis.source.height
+        choice = (
+            choose_for_bpp(path, target_bpp, pixels) if target_bpp is not None else choose_for_size(path, target_size)
+        )
+        return self._encode_choice(analysis, path, choice)
+
+    def encode_dataset(
+        self, images: list[ImageSource | SourceImage | Analysis], target_bpp: float
+    ) -> list[EncodeResult]:
+        """Meet a mean bpp (total bits / total pixels) over a set, sharing one entropy threshold."""
+        if not target_bpp > 0:
+            raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
+        analyses = [image if isinstance(image, Analysis) else self.analyse(image) for image in images]
+        paths = [self.rate_path(a) for a in analyses]
+        pixels = [a.source.width * a.source.height for a in analyses]
+        steps, reachable = choose_dataset(paths, pixels, target_bpp)
+        results = []
+        for analysis, path, step in zip(analyses, paths, steps, strict=True):
+            note = "" if reachable else f"dataset target {target_bpp:g} bpp is outside what this set can reach"
+            choice = RateChoice(step, int(path.sizes[step]), reachable, note)
+            results.append(self._encode_choice(analysis, path, choice))
+        return results
+
+    def _encode_choice(self, analysis: Analysis, path: RatePath, choice: RateChoice) -> EncodeResult:
+        result = self.encode_plan(analysis, path.plan(choice.step), path.ratios_ppm(choice.step), rate_controlled=True)
+        if len(result.data) != choice.size_bytes:
+            # The size model is exact by construction; a mismatch is a bug, not bad input.
+            raise AssertionError(f"rate control predicted {choice.size_bytes} bytes, wrote {len(result.data)}")
+        warnings = list(result.warnings) + ([choice.note] if not choice.reachable else [])
+        return EncodeResult(result.data, result.stats, warnings, target_reached=choice.reachable)
 
     # ----- decoding -----------------------------------------------------------------
     def decode_array(self, data: bytes) -> tuple[np.ndarray, CgicHeader]:

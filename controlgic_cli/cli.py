@@ -212,29 +212,61 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     "-r",
     "--ratios",
     type=RatiosType(),
-    default="0.3,0.6,0.1",
-    show_default=True,
+    default=None,
     help="Area fractions coded at fine (H/4), medium (H/8) and coarse (H/16) granularity; "
-    "more fine means more bits and detail.",
+    "more fine means more bits and detail.  [default: 0.3,0.6,0.1]",
+)
+@click.option(
+    "--target-bpp",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Choose the ratios per image so the file lands nearest this many bits per pixel.",
+)
+@click.option(
+    "--target-size",
+    type=click.IntRange(min=1),
+    help="Choose the ratios per image for the largest file of at most this many bytes.",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(["image", "dataset"]),
+    default="image",
+    show_default=True,
+    help="With --target-bpp: hit it on every image, or on the mean over all inputs "
+    "(one shared entropy threshold; complex images get more bits).",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @model_options
 @common_options
-def encode(inputs, output, ratios, force, weights, device, verbose, quiet, as_json) -> None:
+def encode(inputs, output, ratios, target_bpp, target_size, budget, force, weights, device, verbose, quiet, as_json):
     """Encode images (files, directories or '-' for stdin) to .cgic."""
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
+    if sum(x is not None for x in (ratios, target_bpp, target_size)) > 1:
+        raise click.UsageError("--ratios, --target-bpp and --target-size are alternatives: give one")
+    if budget == "dataset" and target_bpp is None:
+        raise click.UsageError("--budget dataset needs --target-bpp")
     jobs = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic")
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
     codec = _load_codec(weights, device, reporter)
+    from .api import DEFAULT_RATIOS
+
+    def encode_one(job: Job):
+        raw = _read_input(job.source)
+        if target_bpp is not None:
+            return codec.encode_to_target(raw, target_bpp=target_bpp)
+        if target_size is not None:
+            return codec.encode_to_target(raw, target_size=target_size)
+        return codec.encode(raw, ratios or DEFAULT_RATIOS)
+
+    if budget == "dataset":
+        encode_one = _dataset_encoder(codec, jobs, target_bpp, reporter)
 
     def work(job: Job):
         started = time.perf_counter()
-        raw = _read_input(job.source)
-        result = codec.encode(raw, ratios)
+        result = encode_one(job)
         seconds = time.perf_counter() - started
         for note in result.warnings:
-            reporter.warn(note)
+            reporter.warn(f"{job.source}: {note}")
         stats = result.stats
         record = {
             "bytes": stats.size_bytes,
@@ -246,15 +278,47 @@ def encode(inputs, output, ratios, force, weights, device, verbose, quiet, as_js
             "section_bytes": stats.section_bytes,
             "seconds": round(seconds, 3),
         }
+        if result.target_reached is not None:
+            record["target_reached"] = result.target_reached
         summary = (
             f"{job.source} -> {job.target}: {stats.size_bytes} bytes, {stats.bpp:.4f} bpp, "
             f"{stats.width}x{stats.height}, {seconds:.2f} s"
         )
+        if result.target_reached is not None:
+            fine, medium, coarse = stats.ratios
+            summary += f", ratios {fine:.4f},{medium:.4f},{coarse:.4f}"
         if verbose:
             summary += f" (sections {stats.section_bytes}, tokens {record['tokens']})"
         return result.data, record, summary
 
     _run_jobs(jobs, reporter, force, work)
+
+
+def _dataset_encoder(codec, jobs: list[Job], target_bpp: float, reporter: Reporter):
+    """Analyse every input first, pick per-image plans for the mean target, then hand results out in order.
+
+    Inputs that cannot be read are left out of the budget; their error is
+    raised again when the job loop reaches them.
+    """
+    from tqdm import tqdm
+
+    analyses, failures = {}, {}
+    for job in tqdm(
+        jobs, file=sys.stderr, disable=None if len(jobs) > 1 and not reporter.quiet else True, desc="analysing"
+    ):
+        try:
+            analyses[job.source] = codec.analyse(_read_input(job.source))
+        except (CgicError, OSError) as exc:
+            failures[job.source] = exc
+    sources = list(analyses)
+    results = dict(zip(sources, codec.encode_dataset([analyses[s] for s in sources], target_bpp), strict=True))
+
+    def encode_one(job: Job):
+        if job.source in failures:
+            raise failures[job.source]
+        return results[job.source]
+
+    return encode_one
 
 
 @main.command()
