@@ -1,0 +1,113 @@
+"""Rate control: exact size prediction, the monotone path, budgets and dataset mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controlgic_cli.api import Codec
+from controlgic_cli.errors import OptionsError
+from controlgic_cli.planner import plan_from_entropy
+from controlgic_cli.rate import choose_for_bpp, choose_for_size, dataset_steps
+
+from .conftest import synthetic_photo
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_weights):
+    return Codec(tiny_weights, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def analyses(codec):
+    shapes = [(48, 64), (33, 17), (80, 96), (16, 16), (64, 48)]
+    return [codec.analyse(synthetic_photo(h, w, seed=i)) for i, (h, w) in enumerate(shapes)]
+
+
+def test_predicted_size_equals_written_size_at_every_step(codec, analyses):
+    for analysis in analyses:
+        path = codec.rate_path(analysis)
+        for step in range(path.steps + 1):
+            written = codec.encode_plan(analysis, path.plan(step), path.ratios_ppm(step)).data
+            assert len(written) == path.sizes[step], (analysis.source.rgb.shape, step)
+
+
+def test_path_plans_are_the_planners_own_plans(codec, analyses):
+    for analysis in analyses:
+        path = codec.rate_path(analysis)
+        for step in range(path.steps + 1):
+            expected = plan_from_entropy(analysis.entropy, path.ratios_ppm(step))
+            plan = path.plan(step)
+            assert np.array_equal(plan.coarse, expected.coarse) and np.array_equal(plan.medium, expected.medium)
+
+
+def test_path_goes_from_all_coarse_to_all_fine_one_cell_at_a_time(codec, analyses):
+    path = codec.rate_path(analyses[2])
+    counts = [path.plan(step).token_counts for step in range(path.steps + 1)]
+    assert counts[0][:2] == (0, 0) and counts[-1][1:] == (0, 0)
+    tokens = [sum(c) for c in counts]
+    assert all(b - a == 3 for a, b in zip(tokens, tokens[1:], strict=False))
+    assert np.all(np.diff(path.sizes) >= 0), "size must not fall along the path for this image"
+
+
+@pytest.mark.parametrize("target", [0.1, 0.2, 0.39, 0.6])
+def test_target_bpp_lands_on_the_nearest_achievable_rate(codec, analyses, target):
+    for analysis in analyses:
+        path = codec.rate_path(analysis)
+        pixels = analysis.source.width * analysis.source.height
+        choice = choose_for_bpp(path, target, pixels)
+        achieved = 8 * path.sizes / pixels
+        assert abs(achieved[choice.step] - target) == pytest.approx(np.abs(achieved - target).min())
+        assert choice.reachable == (achieved.min() <= target <= achieved.max())
+
+
+def test_target_size_never_exceeds_the_budget(codec, analyses):
+    for analysis in analyses:
+        path = codec.rate_path(analysis)
+        for budget in np.linspace(path.sizes.min(), path.sizes.max() + 50, 25).astype(int):
+            choice = choose_for_size(path, int(budget))
+            assert choice.reachable and choice.size_bytes <= budget
+            assert not np.any(path.sizes[choice.step + 1 :] <= budget)
+        too_small = choose_for_size(path, int(path.sizes.min()) - 1)
+        assert not too_small.reachable and too_small.size_bytes == path.sizes.min()
+
+
+def test_encode_to_target_writes_what_it_predicts(codec):
+    image = synthetic_photo(64, 80, seed=7)
+    result = codec.encode_to_target(image, target_size=400)
+    assert len(result.data) <= 400 and result.target_reached
+    result = codec.encode_to_target(image, target_bpp=1e-4)
+    assert result.target_reached is False and any("outside" in w for w in result.warnings)
+    with pytest.raises(OptionsError):
+        codec.encode_to_target(image)
+    with pytest.raises(OptionsError):
+        codec.encode_to_target(image, target_bpp=-1)
+
+
+def test_dataset_mode_meets_the_mean_and_favours_complex_images(codec):
+    flat = np.full((64, 64, 3), 120, np.uint8)
+    busy = synthetic_photo(64, 64, seed=3)
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    images = [flat, busy, noise]
+    analyses = [codec.analyse(i) for i in images]
+    paths = [codec.rate_path(a) for a in analyses]
+    low = sum(int(p.sizes[0]) for p in paths) * 8 / (3 * 64 * 64)
+    high = sum(int(p.sizes[-1]) for p in paths) * 8 / (3 * 64 * 64)
+    target = (low + high) / 2
+    results = codec.encode_dataset(analyses, target)
+    mean = sum(len(r.data) for r in results) * 8 / (3 * 64 * 64)
+    one_step = max(int(np.diff(p.sizes).max()) for p in paths) * 8 / (3 * 64 * 64)
+    assert abs(mean - target) <= one_step
+    bpps = [r.stats.bpp for r in results]
+    assert bpps[0] < bpps[1] < bpps[2], "the shared threshold gives complex images more bits"
+
+
+def test_dataset_steps_release_cells_in_global_entropy_order(codec, analyses):
+    paths = [codec.rate_path(a) for a in analyses[:3]]
+    total = sum(p.steps for p in paths)
+    previous = [0, 0, 0]
+    for release in range(0, total + 1, 7):
+        steps = dataset_steps(paths, release)
+        assert sum(steps) == release
+        assert all(s >= p for s, p in zip(steps, previous, strict=True))
+        previous = steps
