@@ -3,7 +3,8 @@
 What happens to each kind of input (also in README "Input images"):
   RGB 8-bit                  coded as is
   grey (L, 1, I;16, I, F)    coded as RGB with equal channels, decoded back to grey (L)
-  16-bit (I;16, RGB 48-bit)  scaled to 8 bits (v / 257, rounded)
+  16-bit grey (I;16), uint16 arrays   scaled to 8 bits (v / 257, rounded)
+  48-bit RGB PNG             Pillow itself reduces it to 8 bits (keeps the high byte)
   RGBA, LA, P + transparency alpha is not coded: the colour channels are kept as stored,
                              alpha is dropped with a warning; decoded as RGB (or L)
   P (palette), CMYK, YCbCr   converted to RGB by Pillow
@@ -136,7 +137,8 @@ def _from_array(array: np.ndarray) -> SourceImage:
         array = array[..., :3]
         colour = COLOUR_RGB_ALPHA_DROPPED
         notes.append("image: alpha channel is not coded and was dropped")
-    return SourceImage(np.ascontiguousarray(array), colour, notes)
+    # A copy: the caller's array must not change under an analysis that keeps it.
+    return SourceImage(np.array(array, dtype=np.uint8, order="C"), colour, notes)
 
 
 def to_pil(rgb: np.ndarray, colour_mode: int) -> Image.Image:

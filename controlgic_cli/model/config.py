@@ -51,7 +51,7 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls) -> ModelConfig:
-        """A few-thousand-parameter network for fast tests."""
+        """A ~50k-parameter network for fast tests."""
         return cls(
             latent_dim=4,
             codebook_size=64,
@@ -79,5 +79,19 @@ class ModelConfig:
         missing = sorted(known - set(raw))
         if missing:
             raise ModelError(f"model config lacks keys {missing}")
-        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        for key in ("latent_dim", "codebook_size"):
+            if not _is_int(raw[key]):
+                raise ModelError(f"model config: {key} must be an integer, got {raw[key]!r}")
+        converted = {}
+        for key, value in raw.items():
+            if key in ("latent_dim", "codebook_size"):
+                converted[key] = value
+            elif isinstance(value, list) and all(_is_int(v) for v in value):
+                converted[key] = tuple(value)
+            else:
+                raise ModelError(f"model config: {key} must be a list of integers, got {value!r}")
         return cls(**converted)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -100,12 +100,26 @@ def save_weights(
             "code_usage": json.dumps(code_usage, separators=(",", ":")),
         }
     )
-    data = save_safetensors(tensors, metadata=metadata)
+    data = _canonical_header(save_safetensors(tensors, metadata=metadata))
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return model_id_of(data)
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Rewrite the safetensors JSON header with sorted keys.
+
+    safetensors writes its metadata in hash-map order, so the same tensors
+    saved twice could differ in bytes, and so in model id. Tensor offsets are
+    relative to the data block, so only the header changes.
+    """
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_len])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data block stays 8-byte aligned
+    return len(text).to_bytes(8, "little") + text + data[8 + header_len :]
 
 
 def read_weights_metadata(data: bytes) -> dict[str, str]:
@@ -119,8 +133,10 @@ def read_weights_metadata(data: bytes) -> dict[str, str]:
         header = json.loads(data[8 : 8 + header_len])
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError("weights file has a damaged header") from None
+    if not isinstance(header, dict):
+        raise ModelError("weights file has a damaged header")
     metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict):
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise ModelError("weights file has a damaged header")
     return metadata
 

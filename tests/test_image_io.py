@@ -1,0 +1,433 @@
+"""Reading every kind of input image into 8-bit RGB, and writing decoded images (all images generated here)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
+from controlgic_cli.errors import ImageError
+from controlgic_cli.image_io import encode_image_file, load_image, to_pil
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def random_rgb(height: int = 24, width: int = 40, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_rgb48(values: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG written by hand (Pillow cannot write one)."""
+    height, width, _ = values.shape
+    raw = b"".join(b"\0" + values[y].astype(">u2").tobytes() for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(raw))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def palette_image() -> Image.Image:
+    image = Image.new("P", (4, 2))
+    image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255, 10, 20, 30] + [0] * (768 - 12))
+    image.putdata([0, 1, 2, 3, 3, 2, 1, 0])
+    return image
+
+
+PALETTE_RGB = np.array(
+    [[[255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], [[10, 20, 30], [0, 0, 255], [0, 255, 0], [255, 0, 0]]],
+    np.uint8,
+)
+
+
+def alpha_warned(source) -> bool:
+    return any("alpha" in note for note in source.warnings)
+
+
+# ---------------------------------------------------------------------------
+# Every source type: RGB passes through unchanged
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["pil", "png-bytes", "png-path-str", "png-path", "array", "bmp-path", "tiff-bytes"])
+def test_rgb_8bit_passes_through_unchanged(tmp_path, kind):
+    rgb = random_rgb()
+    image = Image.fromarray(rgb, "RGB")
+    if kind == "pil":
+        source = image
+    elif kind == "png-bytes":
+        source = encoded(image)
+    elif kind == "tiff-bytes":
+        source = encoded(image, "TIFF")
+    elif kind == "array":
+        source = rgb
+    else:
+        suffix = ".bmp" if kind == "bmp-path" else ".png"
+        path = tmp_path / f"in{suffix}"
+        image.save(path)
+        source = str(path) if kind == "png-path-str" else path
+    loaded = load_image(source)
+    assert loaded.rgb.dtype == np.uint8 and loaded.rgb.flags.c_contiguous
+    np.testing.assert_array_equal(loaded.rgb, rgb)
+    assert (loaded.height, loaded.width) == (24, 40)
+    assert loaded.colour_mode == COLOUR_RGB
+    assert loaded.warnings == []
+
+
+# ---------------------------------------------------------------------------
+# Grey inputs
+# ---------------------------------------------------------------------------
+
+
+def assert_grey(loaded, expected_grey: np.ndarray) -> None:
+    assert loaded.colour_mode == COLOUR_GREY
+    assert loaded.rgb.shape == (*expected_grey.shape, 3) and loaded.rgb.dtype == np.uint8
+    for channel in range(3):
+        np.testing.assert_array_equal(loaded.rgb[..., channel], expected_grey)
+
+
+def test_grey_l_becomes_three_equal_channels():
+    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    loaded = load_image(encoded(Image.fromarray(grey, "L")))
+    assert_grey(loaded, grey)
+    assert loaded.warnings == []
+
+
+def test_bilevel_mode_1_becomes_black_and_white_grey():
+    image = Image.new("1", (8, 4))
+    pattern = (np.indices((4, 8)).sum(axis=0) % 3 == 0)
+    for y, x in zip(*np.nonzero(pattern), strict=True):
+        image.putpixel((int(x), int(y)), 1)
+    loaded = load_image(encoded(image))
+    assert_grey(loaded, np.where(pattern, 255, 0).astype(np.uint8))
+
+
+def test_grey_16bit_png_is_scaled_by_1_over_257_and_rounded():
+    values = np.array([[0, 257, 1000, 65535], [128, 129, 385, 386], [32767, 32768, 65406, 65407]], np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    data = encoded(image)
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    loaded = load_image(data)
+    # Not Pillow's convert("L"), which clips everything above 255 to white.
+    # 385/257 = 1.498 and 386/257 = 1.502, 32767/257 = 127.498 and 32768/257 = 127.502, etc.
+    expected = np.array([[0, 1, 4, 255], [0, 1, 1, 2], [127, 128, 254, 255]], np.uint8)
+    np.testing.assert_array_equal(expected, np.rint(values / 257.0).astype(np.uint8))
+    assert_grey(loaded, expected)
+
+
+def test_rgb_48bit_png_keeps_the_high_byte_as_documented():
+    values = np.array([[[511, 1000, 65535], [257, 0, 32767]]], np.uint16)
+    # uint16 arrays are rounded (v / 257); Pillow gives 48-bit PNGs to us already reduced to v >> 8.
+    np.testing.assert_array_equal(load_image(values).rgb, np.rint(values / 257.0).astype(np.uint8))
+    np.testing.assert_array_equal(load_image(png_rgb48(values)).rgb, (values >> 8).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------
+# Alpha
+# ---------------------------------------------------------------------------
+
+
+def test_rgba_keeps_colour_channels_exactly_and_warns():
+    rgba = np.concatenate([random_rgb(8, 12), np.zeros((8, 12, 1), np.uint8)], axis=2)
+    rgba[::2, ::3, 3] = 255  # mostly fully transparent: colours there must not be premultiplied away
+    for source in (Image.fromarray(rgba, "RGBA"), encoded(Image.fromarray(rgba, "RGBA"))):
+        loaded = load_image(source)
+        np.testing.assert_array_equal(loaded.rgb, rgba[..., :3])
+        assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED
+        assert alpha_warned(loaded)
+
+
+def test_la_keeps_grey_channel_and_warns():
+    grey = np.arange(32, dtype=np.uint8).reshape(4, 8) * 8
+    alpha = np.full_like(grey, 0)
+    loaded = load_image(encoded(Image.fromarray(np.stack([grey, alpha], axis=-1), "LA")))
+    # Grey with alpha stays grey (decoded as L); only the alpha is dropped.
+    assert_grey(loaded, grey)
+    assert alpha_warned(loaded)
+
+
+def test_palette_without_transparency_is_converted_to_rgb():
+    loaded = load_image(encoded(palette_image()))
+    np.testing.assert_array_equal(loaded.rgb, PALETTE_RGB)
+    assert loaded.colour_mode == COLOUR_RGB
+    assert loaded.warnings == []
+
+
+def test_palette_with_transparency_keeps_palette_colours_and_warns():
+    data = encoded(palette_image(), transparency=1)
+    assert "transparency" in Image.open(io.BytesIO(data)).info
+    loaded = load_image(data)
+    # The transparent entry (green) keeps its stored colour.
+    np.testing.assert_array_equal(loaded.rgb, PALETTE_RGB)
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED
+    assert alpha_warned(loaded)
+
+
+def test_rgb_and_grey_with_trns_chunk_warn_about_alpha():
+    rgb = load_image(encoded(Image.new("RGB", (4, 2), (1, 2, 3)), transparency=(1, 2, 3)))
+    assert rgb.colour_mode == COLOUR_RGB_ALPHA_DROPPED and alpha_warned(rgb)
+    assert (rgb.rgb == (1, 2, 3)).all()
+    grey = load_image(encoded(Image.new("L", (4, 2), 7), transparency=7))
+    assert grey.colour_mode == COLOUR_GREY and alpha_warned(grey)
+    assert (grey.rgb == 7).all()
+
+
+# ---------------------------------------------------------------------------
+# Other colour spaces, orientation, animation
+# ---------------------------------------------------------------------------
+
+
+def test_cmyk_jpeg_is_converted_to_rgb():
+    image = Image.new("CMYK", (32, 16), (0, 255, 255, 0))  # red
+    image.paste((255, 0, 255, 0), (16, 0, 32, 16))  # green
+    data = encoded(image, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    loaded = load_image(data)
+    assert loaded.rgb.shape == (16, 32, 3)
+    assert loaded.colour_mode == COLOUR_RGB
+    # JPEG is lossy: compare block centres with a tolerance.
+    np.testing.assert_allclose(loaded.rgb[8, 4], (255, 0, 0), atol=8)
+    np.testing.assert_allclose(loaded.rgb[8, 28], (0, 255, 0), atol=8)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_exif_orientation_6_is_applied(fmt):
+    # Stored 40 wide x 20 high with a red block at the stored top-left; orientation 6 means "rotate
+    # 90 degrees clockwise to display", so it loads 20 wide x 40 high with the block at the top-right.
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:8, :8] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    loaded = load_image(encoded(Image.fromarray(stored, "RGB"), fmt, exif=exif.tobytes()))
+    assert (loaded.height, loaded.width) == (40, 20)
+    assert loaded.rgb[3, 16, 0] > 200 and loaded.rgb[3, 16, 1] < 60  # top-right corner is red
+    assert loaded.rgb[3, 3, 0] < 60  # top-left is black
+    assert loaded.rgb[36, 16, 0] < 60  # bottom-right is black
+
+
+def test_exif_orientation_keeps_alpha_warning():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    loaded = load_image(encoded(palette_image(), transparency=1, exif=exif.tobytes()))
+    assert (loaded.height, loaded.width) == (4, 2)
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED and alpha_warned(loaded)
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "PNG"])
+def test_animated_image_codes_first_frame_with_warning(fmt):
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    data = encoded(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    loaded = load_image(data)
+    assert loaded.rgb.shape == (8, 8, 3)
+    assert (loaded.rgb == (255, 0, 0)).all()
+    assert loaded.colour_mode == COLOUR_RGB
+    assert any("frame" in note for note in loaded.warnings)
+
+
+# ---------------------------------------------------------------------------
+# numpy arrays
+# ---------------------------------------------------------------------------
+
+
+def test_array_2d_and_single_channel_are_grey():
+    grey = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
+    assert_grey(load_image(grey), grey)
+    assert_grey(load_image(grey[..., None]), grey)
+
+
+def test_array_rgb_non_contiguous_is_copied_correctly():
+    rgb = random_rgb(16, 32)
+    view = rgb[:, ::2]
+    loaded = load_image(view)
+    assert loaded.rgb.flags.c_contiguous
+    np.testing.assert_array_equal(loaded.rgb, view)
+    assert loaded.colour_mode == COLOUR_RGB and loaded.warnings == []
+
+
+def test_array_rgba_drops_alpha_with_warning():
+    rgba = np.random.default_rng(1).integers(0, 256, (6, 8, 4), dtype=np.uint8)
+    loaded = load_image(rgba)
+    np.testing.assert_array_equal(loaded.rgb, rgba[..., :3])
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED and alpha_warned(loaded)
+
+
+def test_array_uint16_is_scaled_by_1_over_257():
+    values = np.array([[0, 257, 1000, 65535, 128, 129]], np.uint16)
+    expected = np.array([[0, 1, 4, 255, 0, 1]], np.uint8)
+    assert_grey(load_image(values), expected)
+    rgb = np.stack([values, values[:, ::-1], np.full_like(values, 514)], axis=-1)
+    loaded = load_image(rgb)
+    np.testing.assert_array_equal(loaded.rgb[..., 0], expected)
+    np.testing.assert_array_equal(loaded.rgb[..., 1], expected[:, ::-1])
+    assert (loaded.rgb[..., 2] == 2).all() and loaded.colour_mode == COLOUR_RGB
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((4, 4, 3), np.float64),
+        np.zeros((4, 4), np.float32),
+        np.zeros((4, 4, 3), np.int32),
+        np.zeros((4, 4, 3), bool),
+        np.zeros((4, 4, 2), np.uint8),
+        np.zeros((4, 4, 5), np.uint8),
+        np.zeros((0, 4, 3), np.uint8),
+        np.zeros((4, 0), np.uint8),
+        np.zeros((0, 0), np.uint8),
+        np.zeros((0,), np.uint8),
+        np.zeros((12,), np.uint8),
+        np.zeros((1, 4, 4, 3), np.uint8),
+        np.zeros((), np.uint8),
+    ],
+    ids=["float64", "float32", "int32", "bool", "two-channels", "five-channels", "empty-h", "empty-w", "empty",
+         "empty-1d", "1d", "4d", "0d"],
+)
+def test_bad_arrays_are_image_errors(array):
+    with pytest.raises(ImageError):
+        load_image(array)
+
+
+# ---------------------------------------------------------------------------
+# Unreadable inputs: always ImageError, never another exception
+# ---------------------------------------------------------------------------
+
+
+def test_zero_byte_and_text_files_are_image_errors(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image\n")
+    for path in (empty, text):
+        with pytest.raises(ImageError, match="not an image"):
+            load_image(path)
+    with pytest.raises(ImageError):
+        load_image(b"")
+    with pytest.raises(ImageError):
+        load_image(b"hello")
+
+
+def test_missing_path_and_directory_are_image_errors(tmp_path):
+    missing = tmp_path / "nope.png"
+    with pytest.raises(ImageError, match="no such file") as info:
+        load_image(missing)
+    assert str(missing) in str(info.value)  # messages about a path start with the path
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(str(missing))
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_files_are_image_errors(tmp_path, fmt):
+    data = encoded(Image.fromarray(random_rgb(32, 48), "RGB"), fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    # Cut in the middle of the pixel data: clearly unreadable, as bytes and as a file.
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match="cannot read"):
+        load_image(path)
+    with pytest.raises(ImageError):
+        load_image(data[: len(data) // 2])
+    # Every cut point: either an ImageError or (for cuts in a PNG's trailing chunk) a complete image,
+    # never any other exception type.
+    step = max(1, len(data) // 300)
+    for cut in [*range(0, len(data), step), len(data) - 1]:
+        try:
+            loaded = load_image(data[:cut])
+        except ImageError:
+            continue
+        assert cut >= len(data) - 20, f"{fmt} cut at {cut}/{len(data)} loaded"
+        assert loaded.rgb.shape == (32, 48, 3)
+
+
+def test_decompression_bomb_is_an_image_error(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    for size in ((40, 40), (64, 64)):  # over the warning limit, and over twice it (Pillow's error)
+        with pytest.raises(ImageError, match="too large"):
+            load_image(encoded(Image.new("RGB", size)))
+
+
+# ---------------------------------------------------------------------------
+# Output side
+# ---------------------------------------------------------------------------
+
+
+def test_to_pil_gives_l_for_grey_and_rgb_otherwise():
+    grey = np.repeat((np.arange(48, dtype=np.uint8).reshape(6, 8) * 5)[..., None], 3, axis=2)
+    as_grey = to_pil(grey, COLOUR_GREY)
+    assert as_grey.mode == "L" and as_grey.size == (8, 6)
+    np.testing.assert_array_equal(np.asarray(as_grey), grey[..., 0])
+    rgb = random_rgb(6, 8)
+    for mode in (COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED):
+        image = to_pil(rgb, mode)
+        assert image.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(image), rgb)
+
+
+MAGIC = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "BMP": (b"BM",),
+    "TIFF": (b"II*\x00", b"MM\x00*"),
+}
+
+
+@pytest.mark.parametrize(
+    ("target", "fmt"),
+    [
+        ("out.png", "PNG"),
+        ("out.PNG", "PNG"),
+        ("dir/out.bmp", "BMP"),
+        ("out.tif", "TIFF"),
+        ("out.tiff", "TIFF"),
+        ("out.TIFF", "TIFF"),
+        ("-", "PNG"),
+        ("out", "PNG"),
+        ("out.unknown", "PNG"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_encode_image_file_picks_format_by_suffix_and_is_lossless(target, fmt, mode):
+    rgb = random_rgb(6, 10)
+    image = Image.fromarray(rgb, "RGB").convert(mode)
+    data = encode_image_file(image, target)
+    assert data.startswith(MAGIC[fmt])
+    back = Image.open(io.BytesIO(data))
+    assert back.format == fmt and back.mode == mode
+    np.testing.assert_array_equal(np.asarray(back), np.asarray(image))
+
+
+def test_encode_image_file_other_formats():
+    image = Image.fromarray(random_rgb(8, 8), "RGB")
+    assert encode_image_file(image, "x.ppm").startswith(b"P6")
+    assert encode_image_file(image.convert("L"), "x.pgm").startswith(b"P5")
+    assert encode_image_file(image, "x.jpg").startswith(b"\xff\xd8")
+    webp = encode_image_file(image, "x.webp")
+    assert webp[:4] == b"RIFF" and webp[8:12] == b"WEBP"
+    # WebP output is written lossless.
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(webp)).convert("RGB")), np.asarray(image))
+
+
+def test_loaded_image_round_trips_through_encode_image_file():
+    rgb = random_rgb(16, 16, seed=3)
+    loaded = load_image(encode_image_file(Image.fromarray(rgb), "-"))
+    np.testing.assert_array_equal(loaded.rgb, rgb)
