@@ -5,8 +5,11 @@ Public API: encode, decode, read_info, Codec, and the errors. The network
 """
 
 from .errors import CgicError, FormatError, ImageError, ModelError, OptionsError
+from .pillow_plugin import register as _register_pillow_plugin
 
 __version__ = "0.1.0"
+
+_register_pillow_plugin()
 
 _LAZY = {"encode", "decode", "read_info", "Codec", "EncodeResult", "EncodeStats", "DEFAULT_RATIOS"}
 

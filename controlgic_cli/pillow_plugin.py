@@ -1,0 +1,83 @@
+"""A Pillow plugin for .cgic, registered when controlgic_cli is imported.
+
+    import controlgic_cli
+    im = Image.open("x.cgic")            # header only: size and mode, no model
+    im.load()                            # decodes with the default model
+    im.save("y.cgic", ratios=(0.3, 0.6, 0.1))   # or target_bpp=0.39, target_size=...
+
+Opening reads and checks the whole file (cheap: no network), so a damaged
+file fails in Image.open, as Pillow users expect, rather than later.
+Decoding runs the network only in load(), following Pillow's handbook.
+Save options: ratios | target_bpp | target_size, weights, device.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .container import COLOUR_GREY, MAGIC, parse_file
+from .errors import CgicError, FormatError
+from .ratios import ppm_to_ratios
+
+FORMAT = "CGIC"
+MIME = "image/x-cgic"
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[:4] == MAGIC
+
+
+class CgicImageFile(ImageFile.ImageFile):
+    format = FORMAT
+    format_description = "Control-GIC learned image"
+
+    def _open(self) -> None:
+        data = self.fp.read()
+        try:
+            header, _ = parse_file(data)
+        except FormatError as exc:
+            # The magic matched, so this is ours and broken: say why, instead of
+            # Pillow's generic "cannot identify" that a SyntaxError would become.
+            raise UnidentifiedImageError(
+                f"damaged .cgic file {self.filename or ''}: {exc}".replace(" :", ":")
+            ) from None
+        self._cgic_data = data
+        self._size = (header.width, header.height)
+        self._mode = "L" if header.colour_mode == COLOUR_GREY else "RGB"
+        self.info["cgic_ratios"] = ppm_to_ratios(header.ratios)
+        self.info["cgic_model_id"] = header.model_id.hex()
+        self.info["cgic_rate_controlled"] = header.rate_controlled
+        self.tile = []
+
+    def load(self):
+        if not self.tile and self._im is None:
+            from .api import get_codec
+
+            try:
+                decoded = get_codec().decode(self._cgic_data)
+            except CgicError as exc:
+                raise OSError(f"cannot decode .cgic file: {exc}") from None
+            self.fp = io.BytesIO(decoded.tobytes())
+            self.tile = [ImageFile._Tile("raw", (0, 0, *self.size), 0, decoded.mode)]
+        return super().load()
+
+
+def _save(im: Image.Image, fp, filename) -> None:
+    from .api import DEFAULT_RATIOS, get_codec
+
+    options = im.encoderinfo
+    codec = get_codec(options.get("weights"), options.get("device", "auto"))
+    if "target_bpp" in options or "target_size" in options:
+        result = codec.encode_to_target(im, options.get("target_bpp"), options.get("target_size"))
+    else:
+        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS))
+    fp.write(result.data)
+
+
+def register() -> None:
+    Image.register_open(FORMAT, CgicImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, ".cgic")
+    Image.register_mime(FORMAT, MIME)
