@@ -401,5 +401,49 @@ def info(inputs, as_json, verbose) -> None:
         sys.exit(1)
 
 
+@main.command(name="eval")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Results folder.")
+@click.option(
+    "--codecs",
+    default="cgic,jpeg,webp,avif",
+    show_default=True,
+    help="Comma-separated: cgic, jpeg, webp, avif (AVIF needs a Pillow built with it).",
+)
+@click.option("--targets", default="0.1,0.2,0.39,0.6", show_default=True, help="Comma-separated target bpp.")
+@click.option(
+    "--metric-weights",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder with the LPIPS/DISTS/NIQE weights (default $CGIC_METRIC_WEIGHTS); without it those are skipped.",
+)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="cgic weights file.")
+@click.option("--limit", type=int, default=0, help="Only the first N images.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True)
+def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, quiet, verbose) -> None:
+    """Rate-distortion evaluation of cgic and classic codecs at equal bitrates."""
+    from .evaluate import available_codecs, evaluate_folder
+
+    chosen = [c.strip() for c in codecs.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(available_codecs()))
+    if unknown:
+        raise click.UsageError(f"unknown or unavailable codecs {unknown}; available: {available_codecs()}")
+    try:
+        target_values = [float(t) for t in targets.split(",")]
+    except ValueError:
+        raise click.UsageError(f"--targets must be numbers, got {targets!r}") from None
+    if not all(t > 0 for t in target_values):
+        raise click.UsageError("--targets must be positive")
+    reporter = Reporter(quiet, verbose, False, stdout_is_data=False)
+    try:
+        rows = evaluate_folder(
+            Path(folder), Path(out_dir), chosen, target_values, metric_weights, weights, limit, reporter.line
+        )
+    except CgicError as exc:
+        reporter.error(str(exc))
+        sys.exit(1)
+    reporter.line(f"{len(rows)} results in {out_dir}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,190 @@
+"""Rate-distortion evaluation: cgic against JPEG, WebP and AVIF at equal bitrates.
+
+For every image and target bitrate, each codec is run at the setting whose
+real file size gives the bpp nearest the target (cgic through its own rate
+control; the classic codecs by a search over Pillow's quality), the file is
+decoded, and the metrics are computed on 8-bit RGB against the original.
+
+Results are appended to OUT/rows.csv one row at a time, so an interrupted or
+extended run (another codec, another target) only computes what is missing.
+OUT/summary-<codec>.json follows CompressAI's results layout, and
+OUT/rd-<metric>.png plots every codec (needs matplotlib: pip install "cgic[eval]").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, features
+
+from .api import Codec
+from .image_io import load_image
+from .metrics.suite import MetricSuite
+
+CLASSIC_CODECS = {
+    # name: (Pillow format, fixed save options); quality is searched.
+    "jpeg": ("JPEG", {}),
+    "webp": ("WEBP", {"method": 4}),
+    "avif": ("AVIF", {"speed": 6}),
+}
+ALL_CODECS = ("cgic", "jpeg", "webp", "avif")
+METRICS = ("psnr", "ms_ssim", "lpips", "dists", "niqe")
+# CompressAI's key names for the metrics they share with us.
+COMPRESSAI_KEYS = {"psnr": "psnr-rgb", "ms_ssim": "ms-ssim-rgb", "lpips": "lpips", "dists": "dists", "niqe": "niqe"}
+
+
+@dataclass
+class Row:
+    image: str
+    codec: str
+    target_bpp: float
+    bpp: float
+    setting: str  # quality for classic codecs, ratios for cgic
+    encode_s: float
+    decode_s: float
+    psnr: float | None = None
+    ms_ssim: float | None = None
+    lpips: float | None = None
+    dists: float | None = None
+    niqe: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.image, self.codec, f"{self.target_bpp:g}"
+
+
+def available_codecs() -> list[str]:
+    return ["cgic"] + [name for name, (fmt, _) in CLASSIC_CODECS.items() if fmt != "AVIF" or features.check("avif")]
+
+
+def encode_classic(rgb: np.ndarray, codec: str, quality: int) -> bytes:
+    fmt, options = CLASSIC_CODECS[codec]
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format=fmt, quality=quality, **options)
+    return buffer.getvalue()
+
+
+def classic_at_bpp(rgb: np.ndarray, codec: str, target_bpp: float) -> tuple[bytes, int]:
+    """The quality (0-100) whose file is nearest the target bpp; bisection, as size grows with quality."""
+    pixels = rgb.shape[0] * rgb.shape[1]
+    cache: dict[int, bytes] = {}
+
+    def size_bpp(quality: int) -> float:
+        if quality not in cache:
+            cache[quality] = encode_classic(rgb, codec, quality)
+        return 8 * len(cache[quality]) / pixels
+
+    low, high = 0, 100
+    while high - low > 1:
+        middle = (low + high) // 2
+        if size_bpp(middle) <= target_bpp:
+            low = middle
+        else:
+            high = middle
+    best = min((low, high), key=lambda q: abs(size_bpp(q) - target_bpp))
+    return cache[best], best
+
+
+def read_rows(path: Path) -> list[Row]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = []
+        for record in csv.DictReader(f):
+            values = {}
+            for field in fields(Row):
+                raw = record[field.name]
+                if field.name in ("image", "codec", "setting"):
+                    values[field.name] = raw
+                else:
+                    values[field.name] = float(raw) if raw not in ("", "None") else None
+            rows.append(Row(**values))
+        return rows
+
+
+def append_row(path: Path, row: Row) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(Row)])
+        if new:
+            writer.writeheader()
+        writer.writerow(asdict(row))
+
+
+def evaluate_folder(
+    folder: Path,
+    out_dir: Path,
+    codecs: list[str],
+    targets: list[float],
+    metric_weights: str | None = None,
+    weights: str | None = None,
+    limit: int = 0,
+    progress: Callable[[str], None] = lambda message: None,
+) -> list[Row]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows_path = out_dir / "rows.csv"
+    done = {row.key for row in read_rows(rows_path)}
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    if limit:
+        files = files[:limit]
+    suite = MetricSuite(metric_weights)
+    codec = Codec(weights, device="cpu") if "cgic" in codecs else None
+    for path in files:
+        rgb = load_image(path).rgb
+        pixels = rgb.shape[0] * rgb.shape[1]
+        for name in codecs:
+            for target in targets:
+                if (path.name, name, f"{target:g}") in done:
+                    continue
+                started = time.perf_counter()
+                if name == "cgic":
+                    result = codec.encode_to_target(rgb, target_bpp=target)
+                    data, setting = result.data, ",".join(f"{r:.4f}" for r in result.stats.ratios)
+                    encode_s = time.perf_counter() - started
+                    started = time.perf_counter()
+                    decoded = np.asarray(codec.decode(data).convert("RGB"))
+                else:
+                    data, quality = classic_at_bpp(rgb, name, target)
+                    setting = f"q{quality}"
+                    # Time one encode at the chosen quality, not the search.
+                    t0 = time.perf_counter()
+                    encode_classic(rgb, name, quality)
+                    encode_s = time.perf_counter() - t0
+                    started = time.perf_counter()
+                    decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                decode_s = time.perf_counter() - started
+                report = suite.compute(rgb, decoded)
+                row = Row(path.name, name, target, 8 * len(data) / pixels, setting, encode_s, decode_s)
+                for metric in METRICS:
+                    setattr(row, metric, report.values.get(metric))
+                append_row(rows_path, row)
+                progress(f"{path.name} {name} {target:g}: {row.bpp:.4f} bpp, psnr {row.psnr:.2f}, lpips {row.lpips}")
+    rows = [row for row in read_rows(rows_path) if row.codec in codecs and row.target_bpp in targets]
+    write_summaries(out_dir, rows, targets)
+    return rows
+
+
+def write_summaries(out_dir: Path, rows: list[Row], targets: list[float]) -> None:
+    for name in sorted({row.codec for row in rows}):
+        results: dict[str, list[float]] = {"bpp": []}
+        for target in targets:
+            subset = [row for row in rows if row.codec == name and row.target_bpp == target]
+            if not subset:
+                continue
+            results["bpp"].append(float(np.mean([row.bpp for row in subset])))
+            for metric in METRICS:
+                values = [getattr(row, metric) for row in subset if getattr(row, metric) is not None]
+                if values:
+                    results.setdefault(COMPRESSAI_KEYS[metric], []).append(float(np.mean(values)))
+            results.setdefault("encoding_time", []).append(float(np.mean([row.encode_s for row in subset])))
+            results.setdefault("decoding_time", []).append(float(np.mean([row.decode_s for row in subset])))
+        description = "cgic rate control (--target-bpp)" if name == "cgic" else f"Pillow {Image.__version__}"
+        summary = {"name": name, "description": description, "results": results}
+        (out_dir / f"summary-{name}.json").write_text(json.dumps(summary, indent=1))
