@@ -185,3 +185,81 @@ def test_info_reports_header_without_a_model(tmp_path, tiny_weights):
     assert record["bpp"] == pytest.approx(8 * record["bytes"] / 1500, abs=1e-6)
     (tmp_path / "bad.cgic").write_bytes(b"nope")
     assert run(["info", tmp_path / "bad.cgic"]).exit_code == 1
+
+
+def test_target_options(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(64, 96))
+    result = run(
+        ["encode", src, "-o", tmp_path / "t.cgic", "--target-size", "400", "--json", "--weights", tiny_weights]
+    )
+    assert result.exit_code == 0
+    record = json.loads(result.stdout)
+    assert record["bytes"] <= 400 and record["target_reached"] is True
+    assert (tmp_path / "t.cgic").stat().st_size == record["bytes"]
+    result = run(["encode", src, "-o", tmp_path / "u.cgic", "--target-bpp", "50", "--json", "--weights", tiny_weights])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["target_reached"] is False
+    assert "outside" in result.stderr
+    for bad in (
+        ["--target-bpp", "0"],
+        ["--target-size", "0"],
+        ["--budget", "dataset"],
+        ["--target-bpp", "1", "-r", "1,0,0"],
+    ):
+        assert run(["encode", src, *bad, "--weights", tiny_weights]).exit_code == 2
+
+
+def test_dataset_budget_meets_the_mean(tmp_path, tiny_weights):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i in range(3):
+        save_png(folder / f"{i}.png", synthetic_photo(48, 64, seed=i))
+    result = run(
+        [
+            "encode",
+            folder,
+            "-o",
+            tmp_path / "out",
+            "--target-bpp",
+            "0.3",
+            "--budget",
+            "dataset",
+            "--json",
+            "--weights",
+            tiny_weights,
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    mean = 8 * sum(r["bytes"] for r in records) / sum(r["width"] * r["height"] for r in records)
+    assert abs(mean - 0.3) < 0.02
+
+
+def test_eval_writes_rows_and_summaries(tmp_path, tiny_weights, monkeypatch):
+    monkeypatch.delenv("CGIC_METRIC_WEIGHTS", raising=False)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    save_png(folder / "a.png", synthetic_photo(64, 64))
+    args = [
+        "eval",
+        folder,
+        "-o",
+        tmp_path / "ev",
+        "--codecs",
+        "cgic,jpeg",
+        "--targets",
+        "0.5,1.5",
+        "--weights",
+        tiny_weights,
+        "-q",
+    ]
+    assert run(args).exit_code == 0
+    rows = (tmp_path / "ev" / "rows.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4
+    summary = json.loads((tmp_path / "ev" / "summary-jpeg.json").read_text())
+    assert summary["name"] == "jpeg" and len(summary["results"]["bpp"]) == 2 and "psnr-rgb" in summary["results"]
+    assert "lpips" not in summary["results"], "no metric weights given: LPIPS must be skipped, not invented"
+    # A second run computes nothing new.
+    assert run(args).exit_code == 0
+    assert (tmp_path / "ev" / "rows.csv").read_text().splitlines() == rows
+    assert run(["eval", folder, "-o", tmp_path / "ev", "--codecs", "gif"]).exit_code == 2
