@@ -168,6 +168,7 @@ def evaluate_folder(
                 progress(f"{path.name} {name} {target:g}: {row.bpp:.4f} bpp, psnr {row.psnr:.2f}, lpips {row.lpips}")
     rows = [row for row in read_rows(rows_path) if row.codec in codecs and row.target_bpp in targets]
     write_summaries(out_dir, rows, targets)
+    plot_curves(out_dir, rows, targets, progress)
     return rows
 
 
@@ -188,3 +189,55 @@ def write_summaries(out_dir: Path, rows: list[Row], targets: list[float]) -> Non
         description = "cgic rate control (--target-bpp)" if name == "cgic" else f"Pillow {Image.__version__}"
         summary = {"name": name, "description": description, "results": results}
         (out_dir / f"summary-{name}.json").write_text(json.dumps(summary, indent=1))
+
+
+METRIC_LABELS = {
+    "psnr": "PSNR-RGB (dB), higher is better",
+    "ms_ssim": "MS-SSIM (RGB), higher is better",
+    "lpips": "LPIPS (AlexNet), lower is better",
+    "dists": "DISTS, lower is better",
+    "niqe": "NIQE, lower is better",
+}
+
+
+def plot_curves(out_dir: Path, rows: list[Row], targets: list[float], progress: Callable[[str], None]) -> None:
+    """rd-<metric>.png: every codec's mean curve, plus published Kodak results where the metric exists."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress('plots skipped: matplotlib is not installed (pip install "cgic[eval]")')
+        return
+    from .reference_results import PUBLISHED_KODAK
+
+    for metric in METRICS:
+        figure, axes = plt.subplots(figsize=(6.4, 4.4))
+        drawn = False
+        for name in sorted({row.codec for row in rows}):
+            points = []
+            for target in targets:
+                subset = [
+                    r for r in rows if r.codec == name and r.target_bpp == target and getattr(r, metric) is not None
+                ]
+                if subset:
+                    points.append((np.mean([r.bpp for r in subset]), np.mean([getattr(r, metric) for r in subset])))
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axes.plot(xs, ys, marker="o", linewidth=2.2 if name == "cgic" else 1.4, label=name)
+                drawn = True
+        if not drawn:
+            plt.close(figure)
+            continue
+        for label, curves in PUBLISHED_KODAK:
+            if metric in curves:
+                xs, ys = zip(*curves[metric], strict=True)
+                axes.plot(xs, ys, linestyle="--", marker=".", alpha=0.6, label=f"{label}, published")
+        axes.set_xlabel("bits per pixel (from file sizes)")
+        axes.set_ylabel(METRIC_LABELS[metric])
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out_dir / f"rd-{metric}.png", dpi=110)
+        plt.close(figure)
