@@ -104,7 +104,7 @@ def main() -> None:
             outcomes["decoded"] += 1
         except CgicError as exc:
             # Numbers vary per file; the kind of message is what to count.
-            outcomes[f"{type(exc).__name__}: {re.sub(r'[0-9a-f]{16}|[0-9]+', 'N', str(exc))[:60]}"] += 1
+            outcomes[f"{type(exc).__name__}: {re.sub(r'0x[0-9a-f]+|[0-9a-f]{16}|[0-9]+', 'N', str(exc))[:60]}"] += 1
         except Exception as exc:  # noqa: BLE001 - anything else is the bug we are looking for
             crashes.append(f"{type(exc).__name__}: {exc}")
             if args.crash_dir:

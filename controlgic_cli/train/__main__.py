@@ -55,10 +55,16 @@ def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threa
     "--data-dir", type=click.Path(exists=True, file_okay=False), required=True, help="Images to count code usage on."
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
-def export(checkpoint, data_dir, output) -> None:
+@click.option(
+    "--threads", type=int, default=1, show_default=True, help="torch threads (1 avoids fighting a training run)."
+)
+def export(checkpoint, data_dir, output, threads) -> None:
     """Freeze a checkpoint's EMA weights + code-usage tables into a weights file."""
+    import torch
+
     from .freeze import export_weights
 
+    torch.set_num_threads(threads)
     model_id, info = export_weights(Path(checkpoint), Path(data_dir), Path(output))
     click.echo(json.dumps({"model_id": model_id.hex(), **info}), err=False)
 

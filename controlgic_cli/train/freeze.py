@@ -49,7 +49,8 @@ def count_code_usage(network: ControlGIC, files: list[Path], max_side: int = 768
     k = network.config.codebook_size
     counts = {name: np.ones(k, np.int64) for name in GRANULARITIES}
     plans_ppm = [ratios_to_ppm(r) for r in USAGE_RATIOS]
-    for path in tqdm(files, desc="code usage", disable=None):
+    # mininterval keeps a log readable when stderr is a file, not a terminal.
+    for path in tqdm(files, desc="code usage", mininterval=30):
         rgb = load_rgb(path)
         h, w = (min(s, max_side) // 16 * 16 for s in rgb.shape[:2])
         if h == 0 or w == 0:
