@@ -8,15 +8,11 @@ No resizing happens here; the reference values are full-resolution.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import ModelError
-from .weights import MissingMetricWeights, weights_file
+from .frozen import FrozenMetricNet
 
 DISTS_WEIGHTS_FILENAME = "dists_vgg16.safetensors"
 
@@ -32,7 +28,7 @@ _STABILITY_C1 = 1e-6
 _STABILITY_C2 = 1e-6
 
 
-class DISTS(nn.Module):
+class DISTS(FrozenMetricNet):
     """Full-reference distance; 0 for identical images, larger is worse.
 
     Inputs are RGB NCHW float tensors in [0, 1] (``u8 / 255``). Differentiable
@@ -41,34 +37,12 @@ class DISTS(nn.Module):
     in :class:`~controlgic_cli.metrics.lpips.LPIPS`.
     """
 
-    def __init__(self, tensors: dict[str, Tensor]):
-        super().__init__()
-        expected = _expected_shapes()
-        missing = sorted(set(expected) - set(tensors))
-        if missing:
-            raise ModelError(f"DISTS weights lack tensors: {', '.join(missing)}")
-        for name, shape in expected.items():
-            if tuple(tensors[name].shape) != shape:
-                raise ModelError(f"DISTS tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
-            self.register_buffer(
-                name.replace(".", "_"), tensors[name].detach().to(torch.float32).clone(), persistent=False
-            )
-        self.eval()
+    NAME = "DISTS"
+    WEIGHTS_FILENAME = DISTS_WEIGHTS_FILENAME
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> DISTS:
-        path = Path(path)
-        if not path.is_file():
-            raise MissingMetricWeights(path)
-        return cls(load_file(str(path)))
-
-    @classmethod
-    def from_dir(cls, weights_dir: str | Path | None = None) -> DISTS:
-        """Load from a metric-weights folder (``None``: ``$CGIC_METRIC_WEIGHTS``)."""
-        return cls.from_file(weights_file(weights_dir, DISTS_WEIGHTS_FILENAME))
-
-    def train(self, mode: bool = True) -> DISTS:
-        return super().train(False)
+    @staticmethod
+    def expected_shapes() -> dict[str, tuple[int, ...]]:
+        return _expected_shapes()
 
     def features(self, x: Tensor) -> list[Tensor]:
         """``[x, relu1_2, relu2_2, relu3_3, relu4_3, relu5_3]`` for ``x`` in [0, 1].

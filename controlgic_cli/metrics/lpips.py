@@ -14,15 +14,11 @@ model that holds this module.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import ModelError
-from .weights import MissingMetricWeights, weights_file
+from .frozen import FrozenMetricNet
 
 LPIPS_WEIGHTS_FILENAME = "lpips_alex_v0.1.safetensors"
 
@@ -38,44 +34,19 @@ LPIPS_MIN_SIZE = 31
 _UNIT_NORM_EPS = 1e-10
 
 
-class LPIPS(nn.Module):
+class LPIPS(FrozenMetricNet):
     """Learned perceptual distance; lower is more similar, identical inputs give 0.
 
     Inputs are RGB NCHW float tensors in [-1, 1] (``u8 / 127.5 - 1``), both
     at least 31x31. ``forward`` returns one distance per batch item.
     """
 
-    def __init__(self, tensors: dict[str, Tensor]):
-        super().__init__()
-        expected = _expected_shapes()
-        missing = sorted(set(expected) - set(tensors))
-        if missing:
-            raise ModelError(f"LPIPS weights lack tensors: {', '.join(missing)}")
-        for name, shape in expected.items():
-            if tuple(tensors[name].shape) != shape:
-                raise ModelError(f"LPIPS tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
-            # Dots are not allowed in buffer names.
-            self.register_buffer(
-                name.replace(".", "_"), tensors[name].detach().to(torch.float32).clone(), persistent=False
-            )
-        self.eval()
+    NAME = "LPIPS"
+    WEIGHTS_FILENAME = LPIPS_WEIGHTS_FILENAME
 
-    @classmethod
-    def from_file(cls, path: str | Path) -> LPIPS:
-        path = Path(path)
-        if not path.is_file():
-            raise MissingMetricWeights(path)
-        return cls(load_file(str(path)))
-
-    @classmethod
-    def from_dir(cls, weights_dir: str | Path | None = None) -> LPIPS:
-        """Load from a metric-weights folder (``None``: ``$CGIC_METRIC_WEIGHTS``)."""
-        return cls.from_file(weights_file(weights_dir, LPIPS_WEIGHTS_FILENAME))
-
-    def train(self, mode: bool = True) -> LPIPS:
-        # There is nothing to train; pinning eval keeps a parent's .train()
-        # from changing anything should a dropout ever be added.
-        return super().train(False)
+    @staticmethod
+    def expected_shapes() -> dict[str, tuple[int, ...]]:
+        return _expected_shapes()
 
     def features(self, x: Tensor) -> list[Tensor]:
         """The five unit-normalised AlexNet taps (relu1..relu5) of ``x`` in [-1, 1]."""
