@@ -173,6 +173,7 @@ def _run_jobs(jobs: list[Job], reporter: Reporter, force: bool, work) -> None:
     progress = tqdm(jobs, file=sys.stderr, disable=None if batch and not reporter.quiet else True, unit="file")
     for job in progress:
         try:
+            # Checked before the work too, so an existing file costs no network pass.
             if job.target != STDIO and not force and Path(job.target).exists():
                 raise FileExistsError(f"{job.target} exists (use -f to overwrite)")
             data, record, summary = work(job)
@@ -184,8 +185,8 @@ def _run_jobs(jobs: list[Job], reporter: Reporter, force: bool, work) -> None:
             reporter.error(f"{job.source}: {message}{where}" if where else f"{job.source}: {message}")
             reporter.record({"input": job.source, "ok": False, "error": message})
             continue
-        if batch:
-            progress.write(summary, file=sys.stderr) if not reporter.quiet else None
+        if batch and not reporter.quiet:
+            progress.write(summary, file=sys.stderr)  # keeps the bar below the lines
         else:
             reporter.line(summary)
         reporter.record({"input": job.source, "output": job.target, "ok": True, **record})
