@@ -9,6 +9,7 @@ from controlgic_cli.api import Codec
 from controlgic_cli.errors import OptionsError
 from controlgic_cli.planner import plan_from_entropy
 from controlgic_cli.rate import choose_for_bpp, choose_for_size, dataset_steps
+from controlgic_cli.ratios import ratios_to_ppm
 
 from .conftest import synthetic_photo
 
@@ -111,3 +112,13 @@ def test_dataset_steps_release_cells_in_global_entropy_order(codec, analyses):
         assert sum(steps) == release
         assert all(s >= p for s, p in zip(steps, previous, strict=True))
         previous = steps
+
+
+def test_fine_ratio_steps_of_a_thousandth_raise_the_size(codec):
+    """The paper's Table 2 experiment: at 768x512, 0.001 of area is about 6 cells, so every step counts."""
+    analysis = codec.analyse(synthetic_photo(512, 768, seed=11))
+    sizes = []
+    for thousandths in range(300, 311):
+        fine = thousandths / 1000
+        sizes.append(len(codec.encode_analysis(analysis, ratios_to_ppm((fine, 0.9 - fine, 0.1))).data))
+    assert all(b > a for a, b in zip(sizes, sizes[1:], strict=False)), sizes
