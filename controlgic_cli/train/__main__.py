@@ -26,7 +26,10 @@ def main() -> None:
 @click.option("--device", type=str, help="cpu, cuda, cuda:1 ...")
 @click.option("--max-steps", type=int)
 @click.option("--threads", type=int)
-def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threads) -> None:
+@click.option(
+    "--init-weights", type=click.Path(exists=True, dir_okay=False), help="Start a new run from these weights."
+)
+def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threads, init_weights) -> None:
     """Train (or resume) a run."""
     from .loop import Trainer
 
@@ -37,6 +40,7 @@ def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threa
         "device": device,
         "max_steps": max_steps,
         "threads": threads,
+        "init_weights": init_weights,
     }
     if config_file:
         config = TrainConfig.from_file(config_file, **overrides)

@@ -15,6 +15,8 @@ class TrainConfig:
     data_dir: str = ""
     run_dir: str = "runs/base"
     metric_weights_dir: str = ""
+    # Start a new run from a shipped weights file (ignored when RUN_DIR has a checkpoint).
+    init_weights: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
     device: str = "cpu"
@@ -37,6 +39,7 @@ class TrainConfig:
     dead_code_interval: int = 200
     dead_code_min_usage: float = 0.03  # EMA hits per step below which a code is restarted
     validation_images: int = 16
+    validation_crop_size: int = 256
     validate_every: int = 1000
     checkpoint_minutes: float = 5.0
     log_every: int = 20

@@ -67,4 +67,6 @@ def centre_crops(files: list[Path], size: int) -> np.ndarray:
             continue
         top, left = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
         crops.append(img[top : top + size, left : left + size])
+    if not crops:
+        raise ValueError(f"no validation image is at least {size}x{size}; lower validation_crop_size")
     return np.stack(crops)

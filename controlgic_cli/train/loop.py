@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..metrics.lpips import LPIPS
 from ..model import ControlGIC, MaskSet
+from ..model.weights import load_weights
 from ..planner import patch_entropy, plan_from_entropy
 from ..ratios import PPM
 from .config import TrainConfig
@@ -75,7 +76,7 @@ class Trainer:
         files = list_images(config.data_dir)
         train_files, val_files = split_train_validation(files, config.validation_images)
         self.sampler = CropSampler(train_files, config.crop_size)
-        self.validation_crops = centre_crops(val_files, 256)
+        self.validation_crops = centre_crops(val_files, config.validation_crop_size)
 
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = ControlGIC(config.model).to(self.device, memory_format=memory_format)
@@ -120,6 +121,8 @@ class Trainer:
     def _resume(self) -> None:
         path = self._checkpoint_path()
         if not path.exists():
+            if self.config.init_weights:
+                self._init_from_weights(self.config.init_weights)
             return
         # Our own checkpoint, written by save_checkpoint; weights_only refuses pickled code anyway.
         state = torch.load(path, map_location=self.device, weights_only=True)
@@ -136,6 +139,17 @@ class Trainer:
         self.rng.bit_generator.state = json.loads(state["rng_numpy"])
         torch.set_rng_state(state["rng_torch"].cpu())
         self.log({"event": "resumed", "step": self.step})
+
+    def _init_from_weights(self, weights_path: str) -> None:
+        """Fine-tune from a weights file: network and EMA start there; optimisers start fresh."""
+        loaded = load_weights(weights_path)
+        if loaded.config != self.config.model:
+            raise ValueError(f"{weights_path} has config {loaded.config}, this run needs {self.config.model}")
+        state = loaded.network.state_dict()
+        self.model.load_state_dict(state)
+        self.ema.load_state_dict(state)
+        self.codebook_initialised = True
+        self.log({"event": "initialised from weights", "path": weights_path, "model_id": loaded.model_id.hex()})
 
     def log(self, record: dict) -> None:
         record = {"time": round(time.time(), 1), **record}

@@ -1,0 +1,92 @@
+"""Training: a few steps of a tiny model, checkpoints, exact resume, export."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from controlgic_cli.model.weights import load_weights
+from controlgic_cli.train.config import TrainConfig
+from controlgic_cli.train.freeze import export_weights
+from controlgic_cli.train.loop import Trainer
+
+from .conftest import synthetic_photo
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "codebook_size": 32,
+    "encoder_channels": [8, 16, 16],
+    "encoder_blocks": [1, 1, 1],
+    "decoder_channels": [16, 16, 8, 8],
+    "decoder_blocks": [1, 1, 1, 0],
+}
+
+
+@pytest.fixture(scope="module")
+def metric_weights():
+    candidate = Path(os.environ.get("CGIC_METRIC_WEIGHTS") or REPO.parent / "shared" / "metric-weights")
+    if not (candidate / "lpips_alex_v0.1.safetensors").is_file():
+        pytest.skip(f"LPIPS weights not found at {candidate} (set CGIC_METRIC_WEIGHTS)")
+    return candidate
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train-images")
+    for i in range(6):
+        Image.fromarray(synthetic_photo(80 + 16 * i, 96, seed=i)).save(folder / f"img{i}.png")
+    return folder
+
+
+def config(tmp_path, image_dir, metric_weights, **changes) -> TrainConfig:
+    settings = {
+        "data_dir": str(image_dir),
+        "run_dir": str(tmp_path),
+        "metric_weights_dir": str(metric_weights),
+        "model": TINY,
+        "crop_size": 64,
+        "batch_size": 2,
+        "max_steps": 4,
+        "validation_images": 2,
+        "validation_crop_size": 64,
+        "validate_every": 0,
+        "log_every": 1,
+        "gan_start_step": 2,
+        "dead_code_interval": 3,
+        "threads": 1,
+    }
+    settings.update(changes)
+    return TrainConfig.from_dict(settings)
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path, image_dir, metric_weights):
+    straight = Trainer(config(tmp_path / "a", image_dir, metric_weights))
+    straight.run()
+
+    first = Trainer(config(tmp_path / "b", image_dir, metric_weights, max_steps=2))
+    first.run()
+    resumed = Trainer(config(tmp_path / "b", image_dir, metric_weights))
+    assert resumed.step == 2
+    resumed.run()
+
+    assert resumed.step == straight.step == 4
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    log = (tmp_path / "a" / "log.jsonl").read_text()
+    assert '"gan_d"' in log and '"crops_per_s"' in log
+
+
+def test_export_writes_loadable_weights_with_integer_usage(tmp_path, image_dir, metric_weights):
+    Trainer(config(tmp_path / "run", image_dir, metric_weights, max_steps=2)).run()
+    model_id, info = export_weights(tmp_path / "run" / "checkpoint.pt", image_dir, tmp_path / "w.safetensors")
+    loaded = load_weights(tmp_path / "w.safetensors")
+    assert loaded.model_id == model_id and info["steps"] == 2
+    for counts in loaded.code_usage.values():
+        assert len(counts) == 32 and min(counts) >= 1 and all(isinstance(c, int) for c in counts)
+    assert sum(loaded.code_usage["fine"]) > 32, "the training images' tokens were counted"
+    assert np.isfinite(loaded.network.quantizer.codebook.numpy()).all()
