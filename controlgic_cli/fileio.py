@@ -22,6 +22,8 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
+        # mkstemp creates 0600 files; outputs get the usual umask-based mode, like open() would give.
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -45,3 +47,9 @@ def _move_without_overwrite(tmp: Path, path: Path) -> None:
         if path.exists():
             raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(path)) from None
         os.replace(tmp, path)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

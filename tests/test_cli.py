@@ -93,6 +93,9 @@ def test_never_overwrites_without_force(tmp_path, tiny_weights):
     assert run(["encode", src, "-f", "--weights", tiny_weights]).exit_code == 0
     assert target.read_bytes()[:4] == b"CGIC"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask, "outputs get normal permissions, not mkstemp's 0600"
 
 
 @pytest.mark.parametrize(
