@@ -24,7 +24,7 @@ import torch
 from .api import Codec
 from .container import parse_file
 from .entropy_coder import empirical_entropy_bits
-from .image_io import encode_image_file, load_image
+from .image_io import encode_image_file, list_image_files, load_image
 from .metrics.distortion import psnr
 from .ratios import ratios_to_ppm
 
@@ -116,7 +116,7 @@ def summarise(rows: list[dict], presets) -> list[dict]:
 @click.option("--limit", type=int, default=0, help="Only the first N images (0: all).")
 def main(folder, weights, threads, json_out, limit) -> None:
     torch.set_num_threads(threads)
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    files = list_image_files(folder)
     if limit:
         files = files[:limit]
     started = time.perf_counter()

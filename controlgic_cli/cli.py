@@ -21,10 +21,10 @@ from . import __version__
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
 from .errors import CgicError, OptionsError
 from .fileio import write_atomic
+from .image_io import IMAGE_SUFFIXES
 from .ratios import ppm_to_ratios, validate_ratios
 
 STDIO = "-"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif"}
 COLOUR_NAMES = {COLOUR_GREY: "grey", COLOUR_RGB: "RGB", COLOUR_RGB_ALPHA_DROPPED: "RGB (alpha dropped)"}
 
 

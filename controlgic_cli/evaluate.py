@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, features
 
 from .api import Codec
-from .image_io import load_image
+from .image_io import list_image_files, load_image
 from .metrics.suite import MetricSuite
 
 CLASSIC_CODECS = {
@@ -131,7 +131,7 @@ def evaluate_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path = out_dir / "rows.csv"
     done = {row.key for row in read_rows(rows_path)}
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"))
+    files = list_image_files(folder)
     if limit:
         files = files[:limit]
     suite = MetricSuite(metric_weights)

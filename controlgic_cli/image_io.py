@@ -25,6 +25,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
 from .errors import ImageError
 
+# Files a folder input contributes (cgic encode DIR, training, benchmarks).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif"}
 GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
@@ -76,6 +78,11 @@ def load_image(source: ImageSource) -> SourceImage:
         raise ImageError(f"{name}: image is too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: cannot read image ({exc})") from None
+
+
+def list_image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in `folder`, by suffix, in name order."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _from_pil(im: Image.Image, name: str) -> SourceImage:

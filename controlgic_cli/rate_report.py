@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .api import Codec
-from .image_io import load_image
+from .image_io import list_image_files, load_image
 from .metrics.suite import MetricSuite
 from .rate import choose_for_bpp
 from .ratios import ratios_to_ppm
@@ -43,7 +43,7 @@ def quality(codec: Codec, suite: MetricSuite, rgb: np.ndarray, data: bytes, metr
 @click.option("--limit", type=int, default=0)
 def main(folder, weights, metric_weights, threads, json_out, limit) -> None:
     torch.set_num_threads(threads)
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg"))[: limit or None]
+    files = list_image_files(folder)[: limit or None]
     codec = Codec(weights, device="cpu")
     suite = MetricSuite(metric_weights)
     metrics = ("psnr", "lpips", "dists")

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+from ..image_io import list_image_files
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_image_files(folder)
     if not files:
         raise FileNotFoundError(f"no images found in {folder}")
     return files
