@@ -23,17 +23,20 @@ from .container import CgicHeader, CgicSections, pack_file, parse_file, read_hea
 from .entropy_coder import IndexCoder, pack_masks, unpack_masks
 from .errors import ImageError, ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, load_image, to_pil
-from .model import Indices, MaskSet
+from .inference import TiledNetwork
 from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
 from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_size, rate_path
 from .ratios import ppm_to_ratios, ratios_to_ppm
+from .tiling import DEFAULT_TILES, TileSpec
 
 DEFAULT_RATIOS = (0.3, 0.6, 0.1)
 BLOCK = 16
-# Without tiling, decoder activations grow with the image; beyond this a run
-# would need more memory than a typical machine has, so refuse clearly.
-MAX_PIXELS = 40_000_000
+# The network runs in tiles (tiling.py), but the image, its index maps and the
+# planner's per-patch statistics are still whole-image arrays, and a 100 MP
+# photo takes minutes on a laptop CPU; beyond that, refuse clearly. Files read
+# through Pillow stop earlier, at its decompression-bomb guard (about 89 MP).
+MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -97,14 +100,16 @@ def _check_size(width: int, height: int) -> None:
 class Codec:
     """A loaded model plus its Huffman tables: encodes and decodes .cgic bytes."""
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "auto"):
+    def __init__(
+        self, weights: str | Path | None = None, device: str | torch.device = "auto", tiles: TileSpec = DEFAULT_TILES
+    ):
         self.device = resolve_device(device)
         if self.device.type == "cuda":
             # TF32 would change the indices relative to a CPU encode.
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.model: LoadedModel = load_weights(weights, self.device)
-        self.network = self.model.network.to(memory_format=torch.channels_last)
+        self.network = TiledNetwork(self.model.network.to(memory_format=torch.channels_last), self.device, tiles)
         usage = self.model.code_usage
         self.coders = {name: IndexCoder(usage[name]) for name in ("fine", "medium", "coarse")}
 
@@ -117,11 +122,7 @@ class Codec:
         source = image if isinstance(image, SourceImage) else load_image(image)
         _check_size(source.width, source.height)
         padded = pad_to_block(source.rgb)
-        x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
-        x = x.to(self.device).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
-        indices = self.network.encode_indices(x)
-        arrays = tuple(i[0].cpu().numpy() for i in (indices.fine, indices.medium, indices.coarse))
-        return Analysis(source, patch_entropy(padded), arrays)
+        return Analysis(source, patch_entropy(padded), self.network.encode_indices(padded))
 
     def plan(self, analysis: Analysis, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
         return plan_from_entropy(analysis.entropy, ratios_ppm)
@@ -236,24 +237,17 @@ class Codec:
         _check_size(header.width, header.height)
         h16, w16 = -(-header.height // BLOCK), -(-header.width // BLOCK)
         coarse_mask, medium_mask = unpack_masks(sections.masks, h16, w16)
-        plan = GranularityPlan(coarse=coarse_mask, medium=medium_mask)
-        fine_mask = plan.fine
+        fine_mask = GranularityPlan(coarse=coarse_mask, medium=medium_mask).fine
         maps = []
         for name, mask, stream in (
             ("fine", fine_mask, sections.fine),
             ("medium", medium_mask, sections.medium),
             ("coarse", coarse_mask, sections.coarse),
         ):
-            symbols = self.coders[name].decode(stream, int(mask.sum()))
             index_map = np.zeros(mask.shape, np.int64)
-            index_map[mask] = symbols
-            maps.append(torch.from_numpy(index_map)[None].to(self.device))
-        masks = MaskSet.from_coarse_medium(
-            torch.from_numpy(coarse_mask)[None, None].to(self.device),
-            torch.from_numpy(medium_mask)[None, None].to(self.device),
-        )
-        x_hat = self.network.decode_indices(Indices(*maps), masks)
-        rgb = x_hat[0].float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+            index_map[mask] = self.coders[name].decode(stream, int(mask.sum()))
+            maps.append(index_map)
+        rgb = self.network.decode(tuple(maps), coarse_mask, medium_mask)
         return np.ascontiguousarray(rgb[: header.height, : header.width]), header
 
     def decode(self, data: bytes) -> Image.Image:

@@ -28,6 +28,7 @@ ENTROPY_BINS = 32
 # The authors' value: much narrower than the bin spacing 2/31, so this is
 # close to a hard 32-level histogram of grey values.
 ENTROPY_SIGMA = 0.01
+ENTROPY_BAND_ROWS = 256  # a multiple of 16
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,20 @@ def patch_entropy(rgb: np.ndarray, sigma: float = ENTROPY_SIGMA, bins: int = ENT
     height, width = rgb.shape[:2]
     if height % 16 or width % 16:
         raise ValueError(f"planner needs sides that are multiples of 16, got {width}x{height}")
+    medium = np.empty((height // 8, width // 8), np.float32)
+    coarse = np.empty((height // 16, width // 16), np.float32)
+    # Bands of rows keep the float temporaries of a 100-megapixel photo at a
+    # few hundred MB; every patch lies inside one band, so the result is the same.
+    for top in range(0, height, ENTROPY_BAND_ROWS):
+        band = slice(top, min(height, top + ENTROPY_BAND_ROWS))
+        medium_band, coarse_band = _band_entropy(rgb[band], sigma, bins)
+        medium[top // 8 : band.stop // 8] = medium_band
+        coarse[top // 16 : band.stop // 16] = coarse_band
+    return PatchEntropy(medium=medium, coarse=coarse)
+
+
+def _band_entropy(rgb: np.ndarray, sigma: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    height, width = rgb.shape[:2]
     grey = grey_levels(rgb)
     centres = np.linspace(-1.0, 1.0, bins, dtype=np.float32)
     inv_two_var = np.float32(1.0 / (2.0 * sigma * sigma))
@@ -79,7 +94,7 @@ def patch_entropy(rgb: np.ndarray, sigma: float = ENTROPY_SIGMA, bins: int = ENT
         weights = np.exp(-np.square(grey - centre) * inv_two_var)
         mean8[k] = weights.reshape(h8, 8, w8, 8).mean(axis=(1, 3))
     mean16 = mean8.reshape(bins, h8 // 2, 2, w8 // 2, 2).mean(axis=(2, 4))
-    return PatchEntropy(medium=_entropy(mean8), coarse=_entropy(mean16))
+    return _entropy(mean8), _entropy(mean16)
 
 
 def _entropy(bin_means: np.ndarray) -> np.ndarray:

@@ -114,7 +114,7 @@ def test_grey_l_becomes_three_equal_channels():
 
 def test_bilevel_mode_1_becomes_black_and_white_grey():
     image = Image.new("1", (8, 4))
-    pattern = (np.indices((4, 8)).sum(axis=0) % 3 == 0)
+    pattern = np.indices((4, 8)).sum(axis=0) % 3 == 0
     for y, x in zip(*np.nonzero(pattern), strict=True):
         image.putpixel((int(x), int(y)), 1)
     loaded = load_image(encoded(image))
@@ -300,8 +300,21 @@ def test_array_uint16_is_scaled_by_1_over_257():
         np.zeros((1, 4, 4, 3), np.uint8),
         np.zeros((), np.uint8),
     ],
-    ids=["float64", "float32", "int32", "bool", "two-channels", "five-channels", "empty-h", "empty-w", "empty",
-         "empty-1d", "1d", "4d", "0d"],
+    ids=[
+        "float64",
+        "float32",
+        "int32",
+        "bool",
+        "two-channels",
+        "five-channels",
+        "empty-h",
+        "empty-w",
+        "empty",
+        "empty-1d",
+        "1d",
+        "4d",
+        "0d",
+    ],
 )
 def test_bad_arrays_are_image_errors(array):
     with pytest.raises(ImageError):

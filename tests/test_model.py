@@ -36,7 +36,6 @@ def single_torch_thread():
     torch.set_num_threads(before)
 
 
-
 def tiny_network(seed: int = 0) -> ControlGIC:
     torch.manual_seed(seed)
     return ControlGIC(ModelConfig.tiny()).eval()
@@ -529,8 +528,10 @@ def test_truncated_weights_files_are_model_errors(tmp_path, tiny_weights):
     path = tmp_path / "cut.safetensors"
     # Cuts inside the length prefix, the JSON header, and the tensor data.
     header_end = 8 + int.from_bytes(data[:8], "little")
-    cuts = sorted({0, 1, 7, 8, 9, header_end // 2, header_end - 1, header_end, header_end + 1, len(data) // 2}
-                  | {len(data) - d for d in (1, 2, 100)})
+    cuts = sorted(
+        {0, 1, 7, 8, 9, header_end // 2, header_end - 1, header_end, header_end + 1, len(data) // 2}
+        | {len(data) - d for d in (1, 2, 100)}
+    )
     for cut in cuts:
         path.write_bytes(data[:cut])
         with pytest.raises(ModelError):

@@ -51,7 +51,6 @@ def test_ppm_to_ratios():
         ppm_to_ratios((500_000, 400_000, 100_001))
 
 
-
 @pytest.mark.parametrize("ratios", [(0.5, 0.5), (0.2, 0.3, 0.4, 0.1), ("a", 0.5, 0.5)])
 def test_validate_ratios_names_the_problem(ratios):
     with pytest.raises(OptionsError):
@@ -60,4 +59,3 @@ def test_validate_ratios_names_the_problem(ratios):
 
 def test_validate_ratios_accepts_float_noise():
     assert validate_ratios((0.07, 0.93, 1 - 0.07 - 0.93)) == pytest.approx((0.07, 0.93, 0.0))
-

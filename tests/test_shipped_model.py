@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from controlgic_cli.api import Codec
@@ -75,3 +76,16 @@ def test_presets_rise_in_bitrate_and_encode_deterministically(codec):
 def test_target_bpp_on_the_sample(codec):
     result = codec.encode_to_target(SAMPLE, target_bpp=0.3)
     assert result.target_reached and abs(result.stats.bpp - 0.3) < 0.005
+
+
+def test_thread_count_does_not_change_the_file(codec):
+    image = np.asarray(Image.open(SAMPLE).convert("RGB"))[:96, :160]
+    before = torch.get_num_threads()
+    try:
+        files = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            files.append(codec.encode(image, (0.3, 0.6, 0.1)).data)
+    finally:
+        torch.set_num_threads(before)
+    assert files[0] == files[1]

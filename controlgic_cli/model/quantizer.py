@@ -11,6 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Latents per distance computation: the full (positions x codebook) matrix of a
+# 24 MP photo's fine grid would take gigabytes; chunks keep it at 32 MB.
+DISTANCE_CHUNK = 8192
+
 
 class VectorQuantizer(nn.Module):
     def __init__(self, codebook_size: int, latent_dim: int, commitment: float = 0.25):
@@ -27,8 +31,12 @@ class VectorQuantizer(nn.Module):
         n, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
         codebook = self.codebook.float()
-        distances = flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.square().sum(1)[None, :]
-        return distances.argmin(dim=1).view(n, h, w)
+        code_norms = codebook.square().sum(1)[None, :]
+        nearest = [
+            (chunk.square().sum(1, keepdim=True) - 2 * chunk @ codebook.t() + code_norms).argmin(dim=1)
+            for chunk in flat.split(DISTANCE_CHUNK)
+        ]
+        return torch.cat(nearest).view(n, h, w) if nearest else flat.new_zeros((n, h, w), dtype=torch.int64)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """(N, h, w) indices -> (N, d, h, w) code vectors."""

@@ -1,0 +1,66 @@
+"""Running the network on whole images: numpy in and out, tile by tile.
+
+The codec (api.py) works on numpy arrays of any size; the network works on
+tensors that must fit in memory. This module is the bridge: it moves data to
+the device and back, and splits large images into overlapping tiles
+(tiling.py) so peak memory depends on the tile size, not the photo size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import ControlGIC, Indices, MaskSet
+from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE
+from .tiling import DEFAULT_TILES, TileSpec, plan_tiles
+
+STRIDES = (FINE_STRIDE, MEDIUM_STRIDE, COARSE_STRIDE)
+
+
+class TiledNetwork:
+    """encode: uint8 image -> index maps; decode: index maps + masks -> uint8 image."""
+
+    def __init__(self, network: ControlGIC, device: torch.device, tiles: TileSpec = DEFAULT_TILES):
+        self.network = network
+        self.device = device
+        self.tiles = tiles
+
+    def encode_indices(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 (H, W, 3), sides multiples of 16 -> int64 indices (fine H/4, medium H/8, coarse H/16)."""
+        height, width = rgb.shape[:2]
+        maps = tuple(np.zeros((height // s, width // s), np.int64) for s in STRIDES)
+        for tile in plan_tiles(height, width, self.tiles):
+            window = rgb[tile.context.scaled(1)]
+            x = torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1)))[None]
+            x = x.to(self.device).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+            indices = self.network.encode_indices(x)
+            for full, part, stride in zip(maps, (indices.fine, indices.medium, indices.coarse), STRIDES, strict=True):
+                full[tile.core.scaled(stride)] = part[0][tile.core.within(tile.context, stride)].cpu().numpy()
+        return maps
+
+    def decode(
+        self,
+        indices: tuple[np.ndarray, np.ndarray, np.ndarray],
+        coarse_mask: np.ndarray,
+        medium_mask: np.ndarray,
+    ) -> np.ndarray:
+        """Index maps (unsent cells may hold anything) and bool masks -> uint8 (H, W, 3) of the padded image."""
+        height, width = (s * COARSE_STRIDE for s in coarse_mask.shape)
+        rgb = np.empty((height, width, 3), np.uint8)
+        for tile in plan_tiles(height, width, self.tiles):
+            maps = [
+                torch.from_numpy(np.ascontiguousarray(full[tile.context.scaled(stride)]))[None].to(self.device)
+                for full, stride in zip(indices, STRIDES, strict=True)
+            ]
+            masks = MaskSet.from_coarse_medium(
+                self._mask_tensor(coarse_mask[tile.context.scaled(COARSE_STRIDE)]),
+                self._mask_tensor(medium_mask[tile.context.scaled(MEDIUM_STRIDE)]),
+            )
+            x_hat = self.network.decode_indices(Indices(*maps), masks)[0]
+            part = x_hat.float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+            rgb[tile.core.scaled(1)] = part[tile.core.within(tile.context, 1)]
+        return rgb
+
+    def _mask_tensor(self, mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(mask))[None, None].to(self.device)
