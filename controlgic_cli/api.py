@@ -27,10 +27,9 @@ from .inference import TiledNetwork
 from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
 from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_size, rate_path
-from .ratios import ppm_to_ratios, ratios_to_ppm
+from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
 from .tiling import DEFAULT_TILES, TileSpec
 
-DEFAULT_RATIOS = (0.3, 0.6, 0.1)
 BLOCK = 16
 # The network runs in tiles (tiling.py), but the image, its index maps and the
 # planner's per-patch statistics are still whole-image arrays, and a 100 MP
@@ -198,7 +197,7 @@ class Codec:
         choice = (
             choose_for_bpp(path, target_bpp, pixels) if target_bpp is not None else choose_for_size(path, target_size)
         )
-        return self._encode_choice(analysis, path, choice)
+        return self.encode_choice(analysis, path, choice)
 
     def encode_dataset(
         self, images: list[ImageSource | SourceImage | Analysis], target_bpp: float
@@ -214,10 +213,11 @@ class Codec:
         for analysis, path, step in zip(analyses, paths, steps, strict=True):
             note = "" if reachable else f"dataset target {target_bpp:g} bpp is outside what this set can reach"
             choice = RateChoice(step, int(path.sizes[step]), reachable, note)
-            results.append(self._encode_choice(analysis, path, choice))
+            results.append(self.encode_choice(analysis, path, choice))
         return results
 
-    def _encode_choice(self, analysis: Analysis, path: RatePath, choice: RateChoice) -> EncodeResult:
+    def encode_choice(self, analysis: Analysis, path: RatePath, choice: RateChoice) -> EncodeResult:
+        """Write the file at one step of the image's rate path (rate control and dataset budgets)."""
         result = self.encode_plan(analysis, path.plan(choice.step), path.ratios_ppm(choice.step), rate_controlled=True)
         if len(result.data) != choice.size_bytes:
             # The size model is exact by construction; a mismatch is a bug, not bad input.

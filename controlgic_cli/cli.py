@@ -20,11 +20,10 @@ import click
 from . import __version__
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
 from .errors import CgicError, OptionsError
-from .fileio import write_atomic
+from .fileio import STDIO, read_source, write_target
 from .image_io import IMAGE_SUFFIXES
 from .ratios import ppm_to_ratios, validate_ratios
 
-STDIO = "-"
 COLOUR_NAMES = {COLOUR_GREY: "grey", COLOUR_RGB: "RGB", COLOUR_RGB_ALPHA_DROPPED: "RGB (alpha dropped)"}
 
 
@@ -150,20 +149,6 @@ def _plan_jobs(inputs: tuple[str, ...], output: str | None, suffixes: set[str], 
     return jobs
 
 
-def _read_input(source: str) -> bytes:
-    if source == STDIO:
-        return sys.stdin.buffer.read()
-    return Path(source).read_bytes()
-
-
-def _write_output(target: str, data: bytes, force: bool) -> None:
-    if target == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        write_atomic(Path(target), data, overwrite=force)
-
-
 def _run_jobs(jobs: list[Job], reporter: Reporter, force: bool, work) -> None:
     """Run `work(job) -> (data, record, summary)` for each job; one failure never stops the rest."""
     from tqdm import tqdm
@@ -177,7 +162,7 @@ def _run_jobs(jobs: list[Job], reporter: Reporter, force: bool, work) -> None:
             if job.target != STDIO and not force and Path(job.target).exists():
                 raise FileExistsError(f"{job.target} exists (use -f to overwrite)")
             data, record, summary = work(job)
-            _write_output(job.target, data, force)
+            write_target(job.target, data, force)
         except (CgicError, OSError) as exc:
             failures += 1
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -236,90 +221,153 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     "(one shared entropy threshold; complex images get more bits).",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Leave inputs whose output already exists (outputs are written atomically, so they are complete): "
+    "resumes an interrupted batch.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False),
+    help="Append one JSON line per file written (input, output, bytes, bpp, ratios, seconds).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images in flight at once (local engine: threads sharing the cores; dask: local workers). "
+    "[default: one per CPU core]",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help='Where files are encoded: this process, or a Dask cluster (pip install "cgic[dask]").',
+)
+@click.option("--address", help="Dask scheduler address (default: start a local cluster with --jobs workers).")
 @model_options
 @common_options
-def encode(inputs, output, ratios, target_bpp, target_size, budget, force, weights, device, verbose, quiet, as_json):
+def encode(
+    inputs,
+    output,
+    ratios,
+    target_bpp,
+    target_size,
+    budget,
+    force,
+    skip_existing,
+    manifest,
+    jobs,
+    engine,
+    address,
+    weights,
+    device,
+    verbose,
+    quiet,
+    as_json,
+):
     """Encode images (files, directories or '-' for stdin) to .cgic."""
+    from .batch import EncodeSettings, FileTask, default_jobs
+
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
     if sum(x is not None for x in (ratios, target_bpp, target_size)) > 1:
         raise click.UsageError("--ratios, --target-bpp and --target-size are alternatives: give one")
     if budget == "dataset" and target_bpp is None:
         raise click.UsageError("--budget dataset needs --target-bpp")
-    jobs = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic")
-    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
-    codec = _load_codec(weights, device, reporter)
-    from .api import DEFAULT_RATIOS
+    if force and skip_existing:
+        raise click.UsageError("-f and --skip-existing are opposites: give one")
+    if address is not None and engine != "dask":
+        raise click.UsageError("--address needs --engine dask")
+    jobs_planned = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic")
+    tasks = [FileTask(j.source, j.target) for j in jobs_planned]
+    if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
+        raise click.UsageError("--engine dask reads and writes files, not '-'")
+    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
+    settings = EncodeSettings(ratios, target_bpp, target_size, weights, device, force, skip_existing)
+    dataset_target = target_bpp if budget == "dataset" else None
+    jobs = jobs or default_jobs()
+    try:
+        if engine == "dask":
+            from .distributed import encode_dask
 
-    def encode_one(job: Job):
-        raw = _read_input(job.source)
-        if target_bpp is not None:
-            return codec.encode_to_target(raw, target_bpp=target_bpp)
-        if target_size is not None:
-            return codec.encode_to_target(raw, target_size=target_size)
-        return codec.encode(raw, ratios or DEFAULT_RATIOS)
+            outcomes = encode_dask(tasks, settings, address, jobs, dataset_target)
+        else:
+            from .batch import encode_local
 
-    if budget == "dataset":
-        encode_one = _dataset_encoder(codec, jobs, target_bpp, reporter)
-
-    def work(job: Job):
-        started = time.perf_counter()
-        result = encode_one(job)
-        seconds = time.perf_counter() - started
-        for note in result.warnings:
-            reporter.warn(f"{job.source}: {note}")
-        stats = result.stats
-        record = {
-            "bytes": stats.size_bytes,
-            "bpp": round(stats.bpp, 6),
-            "width": stats.width,
-            "height": stats.height,
-            "ratios": list(stats.ratios),
-            "tokens": dict(zip(("fine", "medium", "coarse"), stats.token_counts, strict=True)),
-            "section_bytes": stats.section_bytes,
-            "seconds": round(seconds, 3),
-        }
-        if result.target_reached is not None:
-            record["target_reached"] = result.target_reached
-        summary = (
-            f"{job.source} -> {job.target}: {stats.size_bytes} bytes, {stats.bpp:.4f} bpp, "
-            f"{stats.width}x{stats.height}, {seconds:.2f} s"
-        )
-        if result.target_reached is not None:
-            fine, medium, coarse = stats.ratios
-            summary += f", ratios {fine:.4f},{medium:.4f},{coarse:.4f}"
-        if verbose:
-            summary += f" (sections {stats.section_bytes}, tokens {record['tokens']})"
-        return result.data, record, summary
-
-    _run_jobs(jobs, reporter, force, work)
+            _load_codec(weights, device, reporter)  # a bad weights file fails once, before any file
+            outcomes = encode_local(tasks, settings, jobs, dataset_target)
+        _report_encodes(outcomes, tasks, reporter, manifest, verbose)
+    except CgicError as exc:
+        reporter.error(str(exc))
+        sys.exit(1)
 
 
-def _dataset_encoder(codec, jobs: list[Job], target_bpp: float, reporter: Reporter):
-    """Analyse every input first, pick per-image plans for the mean target, then hand results out in order.
-
-    Inputs that cannot be read are left out of the budget; their error is
-    raised again when the job loop reaches them.
-    """
+def _report_encodes(outcomes, tasks, reporter: Reporter, manifest: str | None, verbose: bool) -> None:
+    """Print each outcome as it arrives, append written files to the manifest, exit 1 if any failed."""
     from tqdm import tqdm
 
-    analyses, failures = {}, {}
-    for job in tqdm(
-        jobs, file=sys.stderr, disable=None if len(jobs) > 1 and not reporter.quiet else True, desc="analysing"
-    ):
-        try:
-            analyses[job.source] = codec.analyse(_read_input(job.source))
-        except (CgicError, OSError) as exc:
-            failures[job.source] = exc
-    sources = list(analyses)
-    results = dict(zip(sources, codec.encode_dataset([analyses[s] for s in sources], target_bpp), strict=True))
+    batch = len(tasks) > 1
+    progress = tqdm(total=len(tasks), file=sys.stderr, disable=None if batch and not reporter.quiet else True)
+    manifest_file = open(manifest, "a", encoding="utf-8") if manifest else None  # noqa: SIM115
+    failures = skips = 0
+    try:
+        for outcome in outcomes:
+            progress.update()
+            task = outcome.task
+            if not outcome.ok:
+                failures += 1
+                if verbose and outcome.traceback:
+                    click.echo(outcome.traceback, err=True, nl=False)
+                click.echo(f"cgic: error: {task.source}: {outcome.error}", err=True)
+                reporter.record({"input": task.source, "ok": False, "error": outcome.error})
+                continue
+            if outcome.skipped:
+                skips += 1
+                _progress_line(progress, reporter, batch, f"{task.source}: skipped, {task.target} exists")
+                reporter.record({**outcome.record, "ok": True, "skipped": True})
+                continue
+            for note in outcome.warnings:
+                reporter.warn(f"{task.source}: {note}")
+            _progress_line(progress, reporter, batch, _encode_summary(outcome, verbose))
+            reporter.record({**outcome.record, "ok": True})
+            if manifest_file is not None:
+                keys = ("input", "output", "bytes", "bpp", "ratios", "seconds")
+                manifest_file.write(json.dumps({k: outcome.record[k] for k in keys}) + "\n")
+                manifest_file.flush()
+    finally:
+        progress.close()
+        if manifest_file is not None:
+            manifest_file.close()
+    if batch:
+        skipped = f" ({skips} skipped, output exists)" if skips else ""
+        reporter.line(f"{len(tasks) - failures} of {len(tasks)} files done{skipped}, {failures} failed")
+    if failures:
+        sys.exit(1)
 
-    def encode_one(job: Job):
-        if job.source in failures:
-            raise failures[job.source]
-        return results[job.source]
 
-    return encode_one
+def _progress_line(progress, reporter: Reporter, batch: bool, text: str) -> None:
+    if batch and not reporter.quiet:
+        progress.write(text, file=sys.stderr)  # keeps the bar below the lines
+    else:
+        reporter.line(text)
+
+
+def _encode_summary(outcome, verbose: bool) -> str:
+    record = outcome.record
+    text = (
+        f"{record['input']} -> {record['output']}: {record['bytes']} bytes, {record['bpp']:.4f} bpp, "
+        f"{record['width']}x{record['height']}, {outcome.seconds:.2f} s"
+    )
+    if "target_reached" in record:
+        fine, medium, coarse = record["ratios"]
+        text += f", ratios {fine:.4f},{medium:.4f},{coarse:.4f}"
+    if verbose:
+        text += f" (sections {record['section_bytes']}, tokens {record['tokens']})"
+    return text
 
 
 @main.command()
@@ -340,7 +388,7 @@ def decode(inputs, output, force, weights, device, verbose, quiet, as_json) -> N
         from .image_io import encode_image_file
 
         started = time.perf_counter()
-        image = codec.decode(_read_input(job.source))
+        image = codec.decode(read_source(job.source))
         data = encode_image_file(image, job.target)
         seconds = time.perf_counter() - started
         record = {"width": image.width, "height": image.height, "mode": image.mode, "seconds": round(seconds, 3)}
@@ -360,7 +408,7 @@ def info(inputs, as_json, verbose) -> None:
     failures = 0
     for source in inputs:
         try:
-            data = _read_input(source)
+            data = read_source(source)
             header, sections = parse_file(data)
         except (CgicError, OSError) as exc:
             failures += 1

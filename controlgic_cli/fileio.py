@@ -10,8 +10,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+STDIO = "-"
+
+
+def read_source(source: str) -> bytes:
+    """The bytes of a file, or of stdin for "-"."""
+    if source == STDIO:
+        return sys.stdin.buffer.read()
+    return Path(source).read_bytes()
+
+
+def write_target(target: str, data: bytes, overwrite: bool) -> None:
+    """Write to stdout for "-", else atomically to the file (write_atomic)."""
+    if target == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(Path(target), data, overwrite=overwrite)
 
 
 def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:

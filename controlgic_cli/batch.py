@@ -1,0 +1,238 @@
+"""Encoding many files: the per-file work, a local pipeline, and dataset budgets.
+
+Every engine (the local pipeline here, Dask in distributed.py) runs the same
+per-file functions below, so the files they write are byte-identical; they
+differ only in where the functions run. Each function takes plain,
+picklable arguments and loads its codec through api.get_codec, which caches
+one codec per process.
+
+Dataset budgets (one entropy threshold shared by all images) run as
+map -> reduce -> map: summarise_file turns an image into its rate path
+(exact file size at every step, from one network pass), choose_steps picks
+every image's step for the mean target, and encode_file writes each file at
+its step. The write pass runs the network again rather than holding every
+image's analysis in memory, so memory stays flat however many images there are.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .errors import CgicError
+from .fileio import read_source, write_target
+from .rate import RateChoice, RatePath, choose_dataset
+from .ratios import DEFAULT_RATIOS
+
+GRANULARITIES = ("fine", "medium", "coarse")
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """How to encode: exactly one of ratios, target_bpp, target_size (ratios default to the codec's)."""
+
+    ratios: tuple[float, float, float] | None = None
+    target_bpp: float | None = None
+    target_size: int | None = None
+    weights: str | None = None
+    device: str = "auto"
+    overwrite: bool = False
+    skip_existing: bool = False  # an existing output counts as done (resuming an interrupted batch)
+    torch_threads: int | None = None  # set in each worker process by engines that own their workers
+
+
+@dataclass(frozen=True)
+class FileTask:
+    source: str  # a path, or "-" for stdin
+    target: str  # a path, or "-" for stdout
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file; `record` is what --json and the manifest print."""
+
+    task: FileTask
+    ok: bool
+    record: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    skipped: bool = False
+    traceback: str = ""  # shown with -v
+
+    @property
+    def seconds(self) -> float:
+        return float(self.record.get("seconds", 0.0))
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """The map output of a dataset budget: an image's rate path and pixel count, or why it failed."""
+
+    task: FileTask
+    path: RatePath | None
+    pixels: int
+    error: str = ""
+
+
+def _codec(settings: EncodeSettings):
+    from .api import get_codec
+
+    if settings.torch_threads is not None:
+        import torch
+
+        if torch.get_num_threads() != settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+    return get_codec(settings.weights, settings.device)
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = None) -> FileOutcome:
+    """Read, encode and atomically write one file; never raises for bad input or I/O trouble.
+
+    step: a position on the image's rate path chosen by a dataset budget
+    (choose_steps); otherwise the settings' ratios or target apply.
+    """
+    started = time.perf_counter()
+    if settings.skip_existing and task.target != "-" and os.path.exists(task.target):
+        # Outputs appear only when complete (atomic writes), so an existing one is a finished one.
+        return skipped(task)
+    try:
+        if task.target != "-" and not settings.overwrite and os.path.exists(task.target):
+            # Checked before the work too, so an existing file costs no network pass.
+            raise FileExistsError(17, "file exists (use -f to overwrite)", task.target)
+        codec = _codec(settings)
+        raw = read_source(task.source)
+        if step is not None:
+            analysis = codec.analyse(raw)
+            path = codec.rate_path(analysis)
+            result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
+        elif settings.target_bpp is not None or settings.target_size is not None:
+            result = codec.encode_to_target(raw, target_bpp=settings.target_bpp, target_size=settings.target_size)
+        else:
+            result = codec.encode(raw, settings.ratios or DEFAULT_RATIOS)
+        write_target(task.target, result.data, settings.overwrite)
+    except (CgicError, OSError) as exc:
+        return FileOutcome(task, ok=False, error=_error_text(exc), traceback=traceback.format_exc())
+    stats = result.stats
+    record = {
+        "input": task.source,
+        "output": task.target,
+        "bytes": stats.size_bytes,
+        "bpp": round(stats.bpp, 6),
+        "width": stats.width,
+        "height": stats.height,
+        "ratios": list(stats.ratios),
+        "tokens": dict(zip(GRANULARITIES, stats.token_counts, strict=True)),
+        "section_bytes": stats.section_bytes,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if result.target_reached is not None:
+        record["target_reached"] = result.target_reached
+    return FileOutcome(task, ok=True, record=record, warnings=list(result.warnings))
+
+
+def summarise_file(task: FileTask, settings: EncodeSettings) -> FileSummary:
+    """Map step of a dataset budget: one network pass -> the image's exact size at every step."""
+    try:
+        codec = _codec(settings)
+        analysis = codec.analyse(read_source(task.source))
+    except (CgicError, OSError) as exc:
+        return FileSummary(task, None, 0, _error_text(exc))
+    return FileSummary(task, codec.rate_path(analysis), analysis.source.width * analysis.source.height)
+
+
+def choose_steps(summaries: list[FileSummary], target_bpp: float) -> tuple[dict[str, int], bool]:
+    """Reduce step of a dataset budget: each readable image's step for the mean target; reachable flag."""
+    usable = [s for s in summaries if s.path is not None]
+    if not usable:
+        return {}, False
+    steps, reachable = choose_dataset([s.path for s in usable], [s.pixels for s in usable], target_bpp)
+    return {s.task.source: step for s, step in zip(usable, steps, strict=True)}, reachable
+
+
+def skipped(task: FileTask) -> FileOutcome:
+    return FileOutcome(task, ok=True, skipped=True, record={"input": task.source, "output": task.target})
+
+
+def failed(task: FileTask, error: str) -> FileOutcome:
+    return FileOutcome(task, ok=False, error=error)
+
+
+def default_jobs() -> int:
+    """Workers for the local pipeline: one per usable CPU core (the fastest setting measured, docs/scaling.md)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def run_ordered(work: Callable, items: Iterable, jobs: int) -> Iterator:
+    """work(item) for every item on `jobs` threads, yielded in input order.
+
+    torch releases the GIL inside its kernels, so threads overlap one image's
+    network pass with another's; each gets an equal share of the cores
+    (torch's thread count is per process), which on a CPU beats splitting
+    every convolution over all cores. At most 2 x jobs items are in flight,
+    so memory does not grow with the batch.
+    """
+    if jobs <= 1:
+        yield from map(work, items)
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, default_jobs() // jobs))
+    try:
+        with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cgic") as pool:
+            pending: deque[Future] = deque()
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= 2 * jobs:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        torch.set_num_threads(before)
+
+
+def encode_local(
+    tasks: list[FileTask], settings: EncodeSettings, jobs: int, dataset_target: float | None = None
+) -> Iterator[FileOutcome]:
+    """The local engine: every task's outcome, in task order."""
+    if dataset_target is None:
+        yield from run_ordered(lambda task: encode_file(task, settings), tasks, jobs)
+        return
+    summaries = list(run_ordered(lambda task: summarise_file(task, settings), tasks, jobs))
+    yield from write_dataset(summaries, dataset_target, lambda pairs: run_ordered(_encode_pair(settings), pairs, jobs))
+
+
+def _encode_pair(settings: EncodeSettings):
+    def work(pair: tuple[FileTask, int]) -> FileOutcome:
+        return encode_file(pair[0], settings, step=pair[1])
+
+    return work
+
+
+def write_dataset(summaries: list[FileSummary], target_bpp: float, write_all) -> Iterator[FileOutcome]:
+    """Shared by every engine: reduce to steps, write the readable images, report failures in order."""
+    steps, reachable = choose_steps(summaries, target_bpp)
+    pairs = [(s.task, steps[s.task.source]) for s in summaries if s.path is not None]
+    written = iter(write_all(pairs))
+    note = f"dataset target {target_bpp:g} bpp is outside what this set can reach"
+    for summary in summaries:
+        if summary.path is None:
+            yield failed(summary.task, summary.error)
+            continue
+        outcome = next(written)
+        if outcome.ok:
+            outcome.record["target_reached"] = reachable
+            if not reachable:
+                outcome.warnings.append(note)
+        yield outcome

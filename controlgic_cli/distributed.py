@@ -1,0 +1,75 @@
+"""The Dask engine: the per-file functions of batch.py, run on a Dask cluster.
+
+Why Dask and not Ray: docs/scaling.md. Dask is an optional extra
+(`pip install "cgic[dask]"`); nothing else imports this module.
+
+Workers need cgic installed and the inputs and outputs on a shared
+filesystem: tasks carry paths, not image bytes, so the client never becomes
+a bottleneck for pixel data, and each worker writes its files atomically
+itself. Results come back as small records (FileOutcome), in task order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+
+from .batch import EncodeSettings, FileOutcome, FileTask, encode_file, summarise_file, write_dataset
+from .errors import OptionsError
+
+
+def _dask():
+    try:
+        from dask import distributed
+    except ImportError:
+        raise OptionsError('--engine dask needs Dask: pip install "cgic[dask]"') from None
+    return distributed
+
+
+def _encode_at_step(pair: tuple[FileTask, int], settings: EncodeSettings) -> FileOutcome:
+    return encode_file(pair[0], settings, step=pair[1])
+
+
+def encode_dask(
+    tasks: list[FileTask],
+    settings: EncodeSettings,
+    address: str | None = None,
+    workers: int = 2,
+    dataset_target: float | None = None,
+) -> Iterator[FileOutcome]:
+    """Every task's outcome, in task order, computed on the cluster at `address` (None: a local one)."""
+    distributed = _dask()
+    cluster = None
+    if address is None:
+        # One single-threaded process per worker, each running torch on an
+        # equal share of the cores: no GIL contention, no oversubscription.
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        settings = replace(settings, torch_threads=1)
+    try:
+        client = distributed.Client(cluster if cluster is not None else address)
+    except (OSError, TimeoutError, ValueError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise OptionsError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
+    try:
+        if dataset_target is None:
+            for future in client.map(encode_file, tasks, settings=settings, pure=False):
+                yield future.result()
+        else:
+            summaries = client.gather(client.map(summarise_file, tasks, settings=settings, pure=False))
+
+            def write_all(pairs):
+                return (f.result() for f in client.map(_encode_at_step, pairs, settings=settings, pure=False))
+
+            yield from write_dataset(summaries, dataset_target, write_all)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

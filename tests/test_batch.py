@@ -1,0 +1,127 @@
+"""Batch encoding: the local pipeline, manifests, resuming, and the Dask engine, all byte-identical."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from controlgic_cli.api import Codec
+from controlgic_cli.batch import EncodeSettings, FileTask, encode_local
+from controlgic_cli.cli import main
+
+from .conftest import synthetic_photo
+
+
+def run(args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photos")
+    for i in range(5):
+        Image.fromarray(synthetic_photo(48 + 16 * (i % 3), 64 + 8 * i, seed=i)).save(path / f"img{i}.png")
+    (path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return path
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.cgic"))}
+
+
+def tasks_for(folder: Path, out: Path) -> list[FileTask]:
+    out.mkdir(exist_ok=True)
+    return [FileTask(str(p), str(out / (p.stem + ".cgic"))) for p in sorted(folder.glob("img*.png"))]
+
+
+def test_pipeline_writes_the_same_bytes_whatever_the_job_count(tmp_path, folder, tiny_weights):
+    results = {}
+    for jobs in (1, 3):
+        out = tmp_path / f"jobs{jobs}"
+        result = run(["encode", folder, "-o", out, "--jobs", jobs, "--weights", tiny_weights])
+        assert result.exit_code == 1  # broken.png
+        assert "broken.png" in result.stderr and "5 of 6 files done, 1 failed" in result.stderr
+        results[jobs] = outputs(out)
+    assert len(results[1]) == 5
+    assert results[1] == results[3]
+    codec = Codec(tiny_weights, "cpu")
+    assert results[1]["img2.cgic"] == codec.encode(folder / "img2.png").data
+
+
+def test_outcomes_come_back_in_input_order(tmp_path, folder, tiny_weights):
+    tasks = tasks_for(folder, tmp_path / "out")
+    outcomes = list(encode_local(tasks, EncodeSettings(weights=str(tiny_weights), device="cpu"), jobs=3))
+    assert [o.task for o in outcomes] == tasks
+    assert all(o.ok and Path(o.task.target).exists() for o in outcomes)
+
+
+def test_manifest_and_skip_existing_resume_an_interrupted_run(tmp_path, folder, tiny_weights):
+    out, manifest = tmp_path / "out", tmp_path / "manifest.jsonl"
+    first = run(["encode", folder, "-o", out, "--manifest", manifest, "--weights", tiny_weights, "--jobs", 2])
+    assert first.exit_code == 1
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(Path(r["input"]).name for r in lines) == [f"img{i}.png" for i in range(5)]
+    for record in lines:
+        written = Path(record["output"])
+        assert record["bytes"] == written.stat().st_size
+        assert record["bpp"] == pytest.approx(
+            8 * record["bytes"] / Image.open(record["input"]).size[0] / Image.open(record["input"]).size[1], abs=1e-6
+        )
+        assert set(record) == {"input", "output", "bytes", "bpp", "ratios", "seconds"}
+    complete = outputs(out)
+
+    # An interrupted run: two outputs never got written.
+    (out / "img1.cgic").unlink()
+    (out / "img4.cgic").unlink()
+    again = run(
+        ["encode", folder, "-o", out, "--skip-existing", "--manifest", manifest, "--weights", tiny_weights, "--json"]
+    )
+    records = [json.loads(line) for line in again.stdout.splitlines()]
+    encoded = sorted(Path(r["input"]).name for r in records if r["ok"] and not r.get("skipped"))
+    skipped = sorted(Path(r["input"]).name for r in records if r.get("skipped"))
+    assert encoded == ["img1.png", "img4.png"]
+    assert skipped == ["img0.png", "img2.png", "img3.png"]
+    assert "(3 skipped, output exists)" in again.stderr
+    assert outputs(out) == complete
+    assert len(manifest.read_text().splitlines()) == 7  # 5 + the 2 re-encoded
+
+
+def test_skip_existing_and_force_exclude_each_other(tmp_path, folder, tiny_weights):
+    result = run(["encode", folder, "-o", tmp_path, "-f", "--skip-existing", "--weights", tiny_weights])
+    assert result.exit_code == 2
+
+
+def test_local_dataset_budget_matches_the_in_memory_api(tmp_path, folder, tiny_weights):
+    tasks = tasks_for(folder, tmp_path / "out")
+    settings = EncodeSettings(weights=str(tiny_weights), device="cpu")
+    outcomes = list(encode_local(tasks, settings, jobs=2, dataset_target=0.35))
+    assert all(o.ok for o in outcomes)
+    codec = Codec(tiny_weights, "cpu")
+    expected = codec.encode_dataset([t.source for t in tasks], 0.35)
+    assert [Path(t.target).read_bytes() for t in tasks] == [r.data for r in expected]
+
+
+def _dask_or_skip():
+    return pytest.importorskip("dask.distributed", reason='the Dask engine needs the extra: pip install "cgic[dask]"')
+
+
+@pytest.mark.parametrize("mode", ["ratios", "dataset"])
+def test_dask_cluster_writes_the_same_bytes_as_the_local_run(tmp_path, folder, tiny_weights, mode):
+    _dask_or_skip()
+    extra = ["--target-bpp", "0.35", "--budget", "dataset"] if mode == "dataset" else ["--ratios", "0.5,0.4,0.1"]
+    local, remote = tmp_path / "local", tmp_path / "dask"
+    run(["encode", folder, "-o", local, "--weights", tiny_weights, *extra])
+    # A real local cluster: a scheduler and two worker processes.
+    result = run(["encode", folder, "-o", remote, "--engine", "dask", "--jobs", 2, "--weights", tiny_weights, *extra])
+    assert result.exit_code == 1 and "5 of 6 files done, 1 failed" in result.stderr
+    assert len(outputs(remote)) == 5
+    assert outputs(remote) == outputs(local)
+
+
+def test_dask_engine_refuses_stdio_and_address_needs_dask(tiny_weights):
+    assert run(["encode", "-", "--engine", "dask", "--weights", tiny_weights]).exit_code == 2
+    assert run(["encode", "x.png", "--address", "tcp://127.0.0.1:1", "--weights", tiny_weights]).exit_code == 2
