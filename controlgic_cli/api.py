@@ -254,6 +254,11 @@ class Codec:
         rgb, header = self.decode_array(data)
         return to_pil(rgb, header.colour_mode)
 
+    def decode_tensor(self, data: bytes) -> torch.Tensor:
+        """.cgic bytes -> float (3, H, W) in [0, 1] (torchvision's layout; grey sources have equal channels)."""
+        rgb, _ = self.decode_array(data)
+        return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+
 
 @functools.lru_cache(maxsize=4)
 def get_codec(weights: str | None = None, device: str = "auto") -> Codec:

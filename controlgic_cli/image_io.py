@@ -48,6 +48,7 @@ class SourceImage:
         return self.rgb.shape[0]
 
 
+# torch tensors are accepted too ((C, H, W) float in [0, 1] or uint8), without importing torch here.
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
 
@@ -59,6 +60,8 @@ def load_image(source: ImageSource) -> SourceImage:
     """
     if isinstance(source, np.ndarray):
         return _from_array(source)
+    if type(source).__module__.startswith("torch"):
+        return _from_array(tensor_to_array(source))
     if isinstance(source, Image.Image):
         return _from_pil(source, name="image")
     name = "image data" if isinstance(source, bytes) else str(source)
@@ -124,6 +127,28 @@ def _grey_u8(im: Image.Image) -> np.ndarray:
         return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     # I;16 and 32-bit I: Pillow's own convert("L") clips instead of scaling.
     return np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+def tensor_to_array(tensor) -> np.ndarray:
+    """A torch tensor in torchvision layout, (C, H, W) or (H, W), float in [0, 1] or uint8 -> (H, W, C) uint8."""
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise ImageError(f"unsupported image type {type(tensor).__name__}")
+    tensor = tensor.detach().cpu()
+    if tensor.ndim == 3:
+        if tensor.shape[0] not in (1, 3, 4):
+            raise ImageError(f"tensor must be (C, H, W) with C in 1, 3, 4, or (H, W); got {tuple(tensor.shape)}")
+        tensor = tensor.permute(1, 2, 0)
+    elif tensor.ndim != 2:
+        raise ImageError(f"tensor must be (C, H, W) or (H, W), got {tuple(tensor.shape)}")
+    if tensor.is_floating_point():
+        if not torch.isfinite(tensor).all():
+            raise ImageError("tensor holds NaN or infinite values")
+        tensor = tensor.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    elif tensor.dtype != torch.uint8:
+        raise ImageError(f"tensor must be float in [0, 1] or uint8, got {tensor.dtype}")
+    return tensor.contiguous().numpy()
 
 
 def _from_array(array: np.ndarray) -> SourceImage:

@@ -14,6 +14,8 @@ from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_D
 from controlgic_cli.errors import ImageError
 from controlgic_cli.image_io import encode_image_file, load_image, to_pil
 
+from .conftest import synthetic_photo
+
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
@@ -444,3 +446,22 @@ def test_loaded_image_round_trips_through_encode_image_file():
     rgb = random_rgb(16, 16, seed=3)
     loaded = load_image(encode_image_file(Image.fromarray(rgb), "-"))
     np.testing.assert_array_equal(loaded.rgb, rgb)
+
+
+def test_torch_tensors_in_torchvision_layout():
+    import torch
+
+    rgb = synthetic_photo(20, 30, seed=4)
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert np.array_equal(load_image(chw).rgb, rgb)
+    assert np.array_equal(load_image(chw.float() / 255).rgb, rgb)
+    grey = load_image(chw[0])
+    assert grey.colour_mode == COLOUR_GREY and np.array_equal(grey.rgb[..., 1], rgb[..., 0])
+    for bad, message in (
+        (torch.zeros(5, 4, 4), "C, H, W"),
+        (torch.zeros(1, 1, 3, 4, 4), "C, H, W"),
+        (torch.full((3, 4, 4), float("nan")), "NaN"),
+        (torch.zeros(3, 4, 4, dtype=torch.int32), "uint8"),
+    ):
+        with pytest.raises(ImageError, match=message):
+            load_image(bad)
