@@ -467,9 +467,16 @@ def info(inputs, as_json, verbose) -> None:
 )
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="cgic weights file.")
 @click.option("--limit", type=int, default=0, help="Only the first N images.")
+@click.option(
+    "--gallery",
+    "gallery_images",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Side-by-side crops (original, cgic, classic codecs at the same bpp) of the first N images at each target.",
+)
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True)
-def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, quiet, verbose) -> None:
+def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, gallery_images, quiet, verbose) -> None:
     """Rate-distortion evaluation of cgic and classic codecs at equal bitrates."""
     from .evaluate import available_codecs, evaluate_folder
 
@@ -486,7 +493,15 @@ def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, q
     reporter = Reporter(quiet, verbose, False, stdout_is_data=False)
     try:
         rows = evaluate_folder(
-            Path(folder), Path(out_dir), chosen, target_values, metric_weights, weights, limit, reporter.line
+            Path(folder),
+            Path(out_dir),
+            chosen,
+            target_values,
+            metric_weights,
+            weights,
+            limit,
+            reporter.line,
+            gallery_images,
         )
     except CgicError as exc:
         reporter.error(str(exc))

@@ -127,6 +127,7 @@ def evaluate_folder(
     weights: str | None = None,
     limit: int = 0,
     progress: Callable[[str], None] = lambda message: None,
+    gallery_images: int = 0,
 ) -> list[Row]:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path = out_dir / "rows.csv"
@@ -169,6 +170,16 @@ def evaluate_folder(
     rows = [row for row in read_rows(rows_path) if row.codec in codecs and row.target_bpp in targets]
     write_summaries(out_dir, rows, targets)
     plot_curves(out_dir, rows, targets, progress)
+    if gallery_images and codec is not None:
+        from .gallery import gallery_strip
+
+        classic = [name for name in codecs if name != "cgic"]
+        for path in files[:gallery_images]:
+            for target in targets:
+                out = out_dir / f"gallery-{path.stem}-{target:g}bpp.png"
+                if not out.exists():
+                    gallery_strip(path, codec, classic, target).save(out, optimize=True)
+                    progress(f"gallery {out.name}")
     return rows
 
 

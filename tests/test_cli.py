@@ -254,10 +254,16 @@ def test_eval_writes_rows_and_summaries(tmp_path, tiny_weights, monkeypatch):
         "0.5,1.5",
         "--weights",
         tiny_weights,
+        "--gallery",
+        "1",
         "-q",
     ]
     assert run(args).exit_code == 0
     rows = (tmp_path / "ev" / "rows.csv").read_text().splitlines()
+    strip = Image.open(tmp_path / "ev" / "gallery-a-0.5bpp.png")
+    assert strip.size == (3 * 64, 64 + 18)  # original | cgic | jpeg, labelled
+    # The first panel is the original pixels.
+    assert np.array_equal(np.asarray(strip)[:64, :64], synthetic_photo(64, 64))
     assert len(rows) == 1 + 4
     summary = json.loads((tmp_path / "ev" / "summary-jpeg.json").read_text())
     assert summary["name"] == "jpeg" and len(summary["results"]["bpp"]) == 2 and "psnr-rgb" in summary["results"]
