@@ -26,6 +26,7 @@ from controlgic_cli.metrics import (
     LPIPS_WEIGHTS_FILENAME,
     METRIC_WEIGHTS_ENV,
     NIQE,
+    MetricSuite,
     MissingMetricWeights,
     compute_metrics,
     matlab_rgb2gray,
@@ -442,3 +443,17 @@ def test_compute_metrics_with_weights(synth, weights_dir):
     assert set(report.values) == {"psnr", "lpips"}
     assert_matches_printed(report.values["lpips"], SYNTH_REFERENCE["noise"][0])
     assert "niqe" in report.skipped
+
+
+def test_suite_reuses_dists_reference_features_without_changing_values(weights_dir, dists_model):
+    rng = np.random.default_rng(7)
+    reference = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    suite = MetricSuite(weights_dir)
+    for quality in (10, 60):
+        decoded = jpeg_roundtrip(reference, quality)
+        value = suite.compute(reference, decoded, metrics=("dists",)).values["dists"]
+        with torch.inference_mode():
+            direct = float(dists_model(dists_input(reference), dists_input(decoded)).item())
+        assert value == direct
+    other = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # a new reference replaces the cached one
+    assert suite.compute(other, other, metrics=("dists",)).values["dists"] == pytest.approx(0.0, abs=1e-6)
