@@ -32,6 +32,14 @@ PRESETS = ((0.0, 0.5, 0.5), (0.0, 0.8, 0.2), (0.1, 0.8, 0.1), (0.3, 0.6, 0.1), (
 GRANULARITIES = ("fine", "medium", "coarse")
 
 
+def write_report(report: dict, json_out: str | None) -> None:
+    """Print a measurement report as JSON, and save it when asked (the docs/*.json files)."""
+    text = json.dumps(report, indent=1)
+    if json_out:
+        Path(json_out).write_text(text)
+    click.echo(text)
+
+
 def peak_rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

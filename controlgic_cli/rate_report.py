@@ -11,15 +11,14 @@
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import click
 import numpy as np
 import torch
 
 from .api import Codec
+from .bench import write_report
 from .image_io import list_image_files, load_image
 from .metrics.suite import MetricSuite
 from .rate import choose_for_bpp
@@ -106,10 +105,7 @@ def main(folder, weights, metric_weights, threads, json_out, limit) -> None:
         | {"bpp_min": float(min(row["bpp"] for row in rows)), "bpp_max": float(max(row["bpp"] for row in rows))}
         for name, rows in (("image", per_image_039), ("dataset", per_dataset))
     }
-    text = json.dumps(report, indent=1)
-    if json_out:
-        Path(json_out).write_text(text)
-    click.echo(text)
+    write_report(report, json_out)
 
 
 if __name__ == "__main__":

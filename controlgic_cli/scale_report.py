@@ -12,7 +12,6 @@ encoding a 16x16 image. Checks that every run wrote byte-identical files.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .bench import write_report
 from .image_io import list_image_files
 
 SETTINGS = {
@@ -103,10 +103,7 @@ def main(folder, weights, repeats, json_out):
         }
         for name, runs in report["runs"].items()
     }
-    text = json.dumps(report, indent=1)
-    if json_out:
-        Path(json_out).write_text(text)
-    click.echo(text)
+    write_report(report, json_out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -29,6 +28,7 @@ import torch
 from PIL import Image
 
 from .api import Codec
+from .bench import write_report
 from .image_io import list_image_files, load_image
 from .metrics.distortion import psnr
 from .tiling import DEFAULT_TILES, TileSpec
@@ -143,10 +143,7 @@ def main(folder, weights, image_count, json_out, skip_large):
     }
     if not skip_large:
         report["large"] = large_image(images, weights)
-    text = json.dumps(report, indent=1)
-    if json_out:
-        Path(json_out).write_text(text)
-    click.echo(text)
+    write_report(report, json_out)
 
 
 if __name__ == "__main__":
