@@ -502,6 +502,7 @@ def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, g
             limit,
             reporter.line,
             gallery_images,
+            show_bar=not quiet,
         )
     except CgicError as exc:
         reporter.error(str(exc))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, features
+from tqdm import tqdm
 
 from .api import Codec
 from .image_io import list_image_files, load_image
@@ -128,6 +130,7 @@ def evaluate_folder(
     limit: int = 0,
     progress: Callable[[str], None] = lambda message: None,
     gallery_images: int = 0,
+    show_bar: bool = False,
 ) -> list[Row]:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path = out_dir / "rows.csv"
@@ -137,11 +140,20 @@ def evaluate_folder(
         files = files[:limit]
     suite = MetricSuite(metric_weights)
     codec = Codec(weights, device="cpu") if "cgic" in codecs else None
+    # A bar on a terminal (tqdm's disable=None); the per-row lines go through it so they do not break it.
+    bar = tqdm(total=len(files) * len(codecs) * len(targets), file=sys.stderr, disable=None if show_bar else True)
+    say = progress
+    if not bar.disable:
+
+        def say(message: str) -> None:
+            bar.write(message, file=sys.stderr)
+
     for path in files:
         rgb = load_image(path).rgb
         pixels = rgb.shape[0] * rgb.shape[1]
         for name in codecs:
             for target in targets:
+                bar.update()
                 if (path.name, name, f"{target:g}") in done:
                     continue
                 started = time.perf_counter()
@@ -166,7 +178,8 @@ def evaluate_folder(
                 for metric in METRICS:
                     setattr(row, metric, report.values.get(metric))
                 append_row(rows_path, row)
-                progress(f"{path.name} {name} {target:g}: {row.bpp:.4f} bpp, psnr {row.psnr:.2f}, lpips {row.lpips}")
+                say(f"{path.name} {name} {target:g}: {row.bpp:.4f} bpp, psnr {row.psnr:.2f}, lpips {row.lpips}")
+    bar.close()
     rows = [row for row in read_rows(rows_path) if row.codec in codecs and row.target_bpp in targets]
     write_summaries(out_dir, rows, targets)
     plot_curves(out_dir, rows, targets, progress)
