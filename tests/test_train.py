@@ -90,3 +90,53 @@ def test_export_writes_loadable_weights_with_integer_usage(tmp_path, image_dir, 
         assert len(counts) == 32 and min(counts) >= 1 and all(isinstance(c, int) for c in counts)
     assert sum(loaded.code_usage["fine"]) > 32, "the training images' tokens were counted"
     assert np.isfinite(loaded.network.quantizer.codebook.numpy()).all()
+
+
+def _photo_folder(folder: Path, count: int, quality: int = 97) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray(synthetic_photo(160, 200, seed=i)).save(folder / f"photo{i}.jpg", quality=quality)
+    return folder
+
+
+def test_pack_keeps_originals_when_they_fit(tmp_path):
+    import tarfile
+
+    from controlgic_cli.train.pack import build_pack
+
+    folder = _photo_folder(tmp_path / "photos", 3)
+    info = build_pack(folder, tmp_path / "pack.tar", max_bytes=10_000_000)
+    assert info.quality is None and info.images == 3
+    with tarfile.open(tmp_path / "pack.tar") as tar:
+        assert tar.extractfile("photo1.jpg").read() == (folder / "photo1.jpg").read_bytes()
+        assert "PACK.json" in tar.getnames()
+    # The same folder gives the same pack, byte for byte.
+    build_pack(folder, tmp_path / "again.tar", max_bytes=10_000_000)
+    assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "pack.tar").read_bytes()
+
+
+def test_pack_reencodes_to_fit_and_keeps_names(tmp_path):
+    import json
+    import tarfile
+
+    from controlgic_cli.train.data import list_images, split_train_validation
+    from controlgic_cli.train.pack import build_pack
+
+    folder = _photo_folder(tmp_path / "photos", 6)
+    original_bytes = sum(p.stat().st_size for p in folder.iterdir())
+    limit = int(original_bytes * 0.8)
+    info = build_pack(folder, tmp_path / "pack.tar", max_bytes=limit)
+    assert info.quality is not None and 60 <= info.quality < 96
+    assert (tmp_path / "pack.tar").stat().st_size <= limit
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(tmp_path / "pack.tar") as tar:
+        tar.extractall(unpacked, filter="data")
+        manifest = json.loads(tar.extractfile("PACK.json").read())
+    assert manifest["quality"] == info.quality and sorted(manifest["images"]) == sorted(
+        p.name for p in folder.iterdir()
+    )
+    # Same names, so the same validation split.
+    split = [[p.name for p in part] for part in split_train_validation(list_images(folder), 2)]
+    assert split == [[p.name for p in part] for part in split_train_validation(list_images(unpacked), 2)]
+    with pytest.raises(ValueError, match="do not fit"):
+        build_pack(folder, tmp_path / "tiny.tar", max_bytes=20_000)

@@ -1,4 +1,4 @@
-"""`python -m controlgic_cli.train run|export`: train the model, freeze weights."""
+"""`python -m controlgic_cli.train run|export|pack`: train the model, freeze weights, pack the data."""
 
 from __future__ import annotations
 
@@ -71,6 +71,21 @@ def export(checkpoint, data_dir, output, threads) -> None:
     torch.set_num_threads(threads)
     model_id, info = export_weights(Path(checkpoint), Path(data_dir), Path(output))
     click.echo(json.dumps({"model_id": model_id.hex(), **info}), err=False)
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .tar to write.")
+@click.option("--max-mb", type=float, default=48.0, show_default=True, help="Size limit in MB (10^6 bytes).")
+def pack(data_dir, output, max_mb) -> None:
+    """Pack the training folder into one tar of at most --max-mb (for a lent GPU machine)."""
+    from .pack import build_pack
+
+    try:
+        info = build_pack(Path(data_dir), Path(output), int(max_mb * 1_000_000))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"images": info.images, "bytes": info.bytes, "jpeg_quality": info.quality}))
 
 
 if __name__ == "__main__":
