@@ -90,7 +90,8 @@ def _codec(settings: EncodeSettings):
     return get_codec(settings.weights, settings.device)
 
 
-def _error_text(exc: Exception) -> str:
+def error_text(exc: Exception) -> str:
+    """One line for an error, with the file name for OS errors."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror} {exc.filename}" if exc.filename else exc.strerror
     return str(exc)
@@ -122,7 +123,7 @@ def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = Non
             result = codec.encode(raw, settings.ratios or DEFAULT_RATIOS)
         write_target(task.target, result.data, settings.overwrite)
     except (CgicError, OSError) as exc:
-        return FileOutcome(task, ok=False, error=_error_text(exc), traceback=traceback.format_exc())
+        return FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
     stats = result.stats
     record = {
         "input": task.source,
@@ -147,7 +148,7 @@ def summarise_file(task: FileTask, settings: EncodeSettings) -> FileSummary:
         codec = _codec(settings)
         analysis = codec.analyse(read_source(task.source))
     except (CgicError, OSError) as exc:
-        return FileSummary(task, None, 0, _error_text(exc))
+        return FileSummary(task, None, 0, error_text(exc))
     return FileSummary(task, codec.rate_path(analysis), analysis.source.width * analysis.source.height)
 
 

@@ -12,12 +12,12 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .batch import FileOutcome, FileTask, error_text
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
 from .errors import CgicError, OptionsError
 from .fileio import STDIO, read_source, write_target
@@ -41,12 +41,6 @@ class RatiosType(click.ParamType):
         except ValueError as exc:  # OptionsError is a ValueError too
             message = str(exc) if isinstance(exc, OptionsError) else f"{value!r} is not three numbers"
             self.fail(f"{message} (expected fine,medium,coarse such as 0.3,0.6,0.1)", param, ctx)
-
-
-@dataclass
-class Job:
-    source: str  # a path or "-"
-    target: str  # a path or "-"
 
 
 class Reporter:
@@ -126,7 +120,7 @@ def _expand_inputs(inputs: tuple[str, ...], suffixes: set[str]) -> tuple[list[st
     return files, batch
 
 
-def _plan_jobs(inputs: tuple[str, ...], output: str | None, suffixes: set[str], out_suffix: str) -> list[Job]:
+def _plan_jobs(inputs: tuple[str, ...], output: str | None, suffixes: set[str], out_suffix: str) -> list[FileTask]:
     files, batch = _expand_inputs(inputs, suffixes)
     if not batch:
         source = files[0]
@@ -137,7 +131,7 @@ def _plan_jobs(inputs: tuple[str, ...], output: str | None, suffixes: set[str], 
             target = str(Path(output) / (stem + out_suffix))
         else:
             target = output
-        return [Job(source, target)]
+        return [FileTask(source, target)]
     if output == STDIO:
         raise click.UsageError("-o - (stdout) takes a single input, not several files or a directory")
     if output is not None:
@@ -145,40 +139,8 @@ def _plan_jobs(inputs: tuple[str, ...], output: str | None, suffixes: set[str], 
     jobs = []
     for source in files:
         folder = Path(output) if output is not None else Path(source).parent
-        jobs.append(Job(source, str(folder / (Path(source).stem + out_suffix))))
+        jobs.append(FileTask(source, str(folder / (Path(source).stem + out_suffix))))
     return jobs
-
-
-def _run_jobs(jobs: list[Job], reporter: Reporter, force: bool, work) -> None:
-    """Run `work(job) -> (data, record, summary)` for each job; one failure never stops the rest."""
-    from tqdm import tqdm
-
-    failures = 0
-    batch = len(jobs) > 1
-    progress = tqdm(jobs, file=sys.stderr, disable=None if batch and not reporter.quiet else True, unit="file")
-    for job in progress:
-        try:
-            # Checked before the work too, so an existing file costs no network pass.
-            if job.target != STDIO and not force and Path(job.target).exists():
-                raise FileExistsError(f"{job.target} exists (use -f to overwrite)")
-            data, record, summary = work(job)
-            write_target(job.target, data, force)
-        except (CgicError, OSError) as exc:
-            failures += 1
-            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            where = f" {exc.filename}" if isinstance(exc, OSError) and exc.filename else ""
-            reporter.error(f"{job.source}: {message}{where}" if where else f"{job.source}: {message}")
-            reporter.record({"input": job.source, "ok": False, "error": message})
-            continue
-        if batch and not reporter.quiet:
-            progress.write(summary, file=sys.stderr)  # keeps the bar below the lines
-        else:
-            reporter.line(summary)
-        reporter.record({"input": job.source, "output": job.target, "ok": True, **record})
-    if batch:
-        reporter.line(f"{len(jobs) - failures} of {len(jobs)} files done, {failures} failed")
-    if failures:
-        sys.exit(1)
 
 
 def _load_codec(weights: str | None, device: str, reporter: Reporter):
@@ -270,7 +232,7 @@ def encode(
     as_json,
 ):
     """Encode images (files, directories or '-' for stdin) to .cgic."""
-    from .batch import EncodeSettings, FileTask, default_jobs
+    from .batch import EncodeSettings, default_jobs
 
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
@@ -282,8 +244,7 @@ def encode(
         raise click.UsageError("-f and --skip-existing are opposites: give one")
     if address is not None and engine != "dask":
         raise click.UsageError("--address needs --engine dask")
-    jobs_planned = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic")
-    tasks = [FileTask(j.source, j.target) for j in jobs_planned]
+    tasks = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic")
     if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
         raise click.UsageError("--engine dask reads and writes files, not '-'")
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
@@ -300,18 +261,20 @@ def encode(
 
             _load_codec(weights, device, reporter)  # a bad weights file fails once, before any file
             outcomes = encode_local(tasks, settings, jobs, dataset_target)
-        _report_encodes(outcomes, tasks, reporter, manifest, verbose)
+        _report_outcomes(outcomes, len(tasks), reporter, _encode_summary, manifest, verbose)
     except CgicError as exc:
         reporter.error(str(exc))
         sys.exit(1)
 
 
-def _report_encodes(outcomes, tasks, reporter: Reporter, manifest: str | None, verbose: bool) -> None:
-    """Print each outcome as it arrives, append written files to the manifest, exit 1 if any failed."""
+def _report_outcomes(
+    outcomes, total: int, reporter: Reporter, summarise, manifest: str | None = None, verbose: bool = False
+) -> None:
+    """Print each FileOutcome as it arrives, append written files to the manifest, exit 1 if any failed."""
     from tqdm import tqdm
 
-    batch = len(tasks) > 1
-    progress = tqdm(total=len(tasks), file=sys.stderr, disable=None if batch and not reporter.quiet else True)
+    batch = total > 1
+    progress = tqdm(total=total, file=sys.stderr, disable=None if batch and not reporter.quiet else True)
     manifest_file = open(manifest, "a", encoding="utf-8") if manifest else None  # noqa: SIM115
     failures = skips = 0
     try:
@@ -332,7 +295,7 @@ def _report_encodes(outcomes, tasks, reporter: Reporter, manifest: str | None, v
                 continue
             for note in outcome.warnings:
                 reporter.warn(f"{task.source}: {note}")
-            _progress_line(progress, reporter, batch, _encode_summary(outcome, verbose))
+            _progress_line(progress, reporter, batch, summarise(outcome, verbose))
             reporter.record({**outcome.record, "ok": True})
             if manifest_file is not None:
                 keys = ("input", "output", "bytes", "bpp", "ratios", "seconds")
@@ -344,7 +307,7 @@ def _report_encodes(outcomes, tasks, reporter: Reporter, manifest: str | None, v
             manifest_file.close()
     if batch:
         skipped = f" ({skips} skipped, output exists)" if skips else ""
-        reporter.line(f"{len(tasks) - failures} of {len(tasks)} files done{skipped}, {failures} failed")
+        reporter.line(f"{total - failures} of {total} files done{skipped}, {failures} failed")
     if failures:
         sys.exit(1)
 
@@ -354,6 +317,14 @@ def _progress_line(progress, reporter: Reporter, batch: bool, text: str) -> None
         progress.write(text, file=sys.stderr)  # keeps the bar below the lines
     else:
         reporter.line(text)
+
+
+def _decode_summary(outcome, verbose: bool) -> str:
+    record = outcome.record
+    return (
+        f"{record['input']} -> {record['output']}: {record['width']}x{record['height']} {record['mode']}, "
+        f"{outcome.seconds:.2f} s"
+    )
 
 
 def _encode_summary(outcome, verbose: bool) -> str:
@@ -384,18 +355,29 @@ def decode(inputs, output, force, weights, device, verbose, quiet, as_json) -> N
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
     codec = _load_codec(weights, device, reporter)
 
-    def work(job: Job):
+    def decode_one(task: FileTask) -> FileOutcome:
         from .image_io import encode_image_file
 
         started = time.perf_counter()
-        image = codec.decode(read_source(job.source))
-        data = encode_image_file(image, job.target)
-        seconds = time.perf_counter() - started
-        record = {"width": image.width, "height": image.height, "mode": image.mode, "seconds": round(seconds, 3)}
-        summary = f"{job.source} -> {job.target}: {image.width}x{image.height} {image.mode}, {seconds:.2f} s"
-        return data, record, summary
+        try:
+            if task.target != STDIO and not force and Path(task.target).exists():
+                # Checked before the work too, so an existing file costs no network pass.
+                raise FileExistsError(17, "file exists (use -f to overwrite)", task.target)
+            image = codec.decode(read_source(task.source))
+            write_target(task.target, encode_image_file(image, task.target), force)
+        except (CgicError, OSError) as exc:
+            return FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
+        record = {
+            "input": task.source,
+            "output": task.target,
+            "width": image.width,
+            "height": image.height,
+            "mode": image.mode,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        return FileOutcome(task, ok=True, record=record)
 
-    _run_jobs(jobs, reporter, force, work)
+    _report_outcomes(map(decode_one, jobs), len(jobs), reporter, _decode_summary, verbose=verbose)
 
 
 @main.command()
