@@ -439,7 +439,8 @@ def info(inputs, as_json, verbose) -> None:
     "--codecs",
     default="cgic,jpeg,webp,avif",
     show_default=True,
-    help="Comma-separated: cgic, jpeg, webp, avif (AVIF needs a Pillow built with it).",
+    help="Comma-separated: cgic, jpeg, webp, avif, jxl (AVIF needs a Pillow built with it; "
+    'jxl needs pip install "cgic[eval]").',
 )
 @click.option("--targets", default="0.1,0.2,0.39,0.6", show_default=True, help="Comma-separated target bpp.")
 @click.option(

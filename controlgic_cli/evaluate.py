@@ -35,8 +35,10 @@ CLASSIC_CODECS = {
     "jpeg": ("JPEG", {}),
     "webp": ("WEBP", {"method": 4}),
     "avif": ("AVIF", {"speed": 6}),
+    # JPEG XL through pillow-jxl-plugin (pip install "cgic[eval]"), when installed.
+    "jxl": ("JXL", {"effort": 7}),
 }
-ALL_CODECS = ("cgic", "jpeg", "webp", "avif")
+ALL_CODECS = ("cgic", "jpeg", "webp", "avif", "jxl")
 METRICS = ("psnr", "ms_ssim", "lpips", "dists", "niqe")
 # CompressAI's key names for the metrics they share with us.
 COMPRESSAI_KEYS = {"psnr": "psnr-rgb", "ms_ssim": "ms-ssim-rgb", "lpips": "lpips", "dists": "dists", "niqe": "niqe"}
@@ -62,8 +64,17 @@ class Row:
         return self.image, self.codec, f"{self.target_bpp:g}"
 
 
+def _jxl_available() -> bool:
+    try:
+        import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
+    except ImportError:
+        return False
+    return True
+
+
 def available_codecs() -> list[str]:
-    return ["cgic"] + [name for name, (fmt, _) in CLASSIC_CODECS.items() if fmt != "AVIF" or features.check("avif")]
+    checks = {"AVIF": lambda: bool(features.check("avif")), "JXL": _jxl_available}
+    return ["cgic"] + [name for name, (fmt, _) in CLASSIC_CODECS.items() if checks.get(fmt, lambda: True)()]
 
 
 def encode_classic(rgb: np.ndarray, codec: str, quality: int) -> bytes:

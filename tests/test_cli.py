@@ -272,3 +272,15 @@ def test_eval_writes_rows_and_summaries(tmp_path, tiny_weights, monkeypatch):
     assert run(args).exit_code == 0
     assert (tmp_path / "ev" / "rows.csv").read_text().splitlines() == rows
     assert run(["eval", folder, "-o", tmp_path / "ev", "--codecs", "gif"]).exit_code == 2
+
+
+def test_eval_jpeg_xl_when_the_plugin_is_installed(tmp_path, tiny_weights, monkeypatch):
+    pytest.importorskip("pillow_jxl", reason='JPEG XL in cgic eval needs pip install "cgic[eval]"')
+    monkeypatch.delenv("CGIC_METRIC_WEIGHTS", raising=False)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    save_png(folder / "a.png", synthetic_photo(64, 64))
+    args = ["eval", folder, "-o", tmp_path / "ev", "--codecs", "jxl", "--targets", "1.0", "--weights", tiny_weights]
+    assert run([*args, "-q"]).exit_code == 0
+    summary = json.loads((tmp_path / "ev" / "summary-jxl.json").read_text())
+    assert summary["results"]["bpp"][0] == pytest.approx(1.0, abs=0.3)
