@@ -23,13 +23,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 from .errors import CgicError
-from .fileio import read_source, write_target
+from .fileio import STDIO, read_source, refuse_existing, write_target
 from .rate import RateChoice, RatePath, choose_dataset
 from .ratios import DEFAULT_RATIOS
-
-GRANULARITIES = ("fine", "medium", "coarse")
+from .ratios import NAMES as GRANULARITY_NAMES
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,11 @@ def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = Non
     (choose_steps); otherwise the settings' ratios or target apply.
     """
     started = time.perf_counter()
-    if settings.skip_existing and task.target != "-" and os.path.exists(task.target):
+    if settings.skip_existing and task.target != STDIO and os.path.exists(task.target):
         # Outputs appear only when complete (atomic writes), so an existing one is a finished one.
         return skipped(task)
     try:
-        if task.target != "-" and not settings.overwrite and os.path.exists(task.target):
-            # Checked before the work too, so an existing file costs no network pass.
-            raise FileExistsError(17, "file exists (use -f to overwrite)", task.target)
+        refuse_existing(task.target, settings.overwrite)
         codec = _codec(settings)
         raw = read_source(task.source)
         if step is not None:
@@ -133,7 +131,7 @@ def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = Non
         "width": stats.width,
         "height": stats.height,
         "ratios": list(stats.ratios),
-        "tokens": dict(zip(GRANULARITIES, stats.token_counts, strict=True)),
+        "tokens": dict(zip(GRANULARITY_NAMES, stats.token_counts, strict=True)),
         "section_bytes": stats.section_bytes,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -211,14 +209,13 @@ def encode_local(
         yield from run_ordered(lambda task: encode_file(task, settings), tasks, jobs)
         return
     summaries = list(run_ordered(lambda task: summarise_file(task, settings), tasks, jobs))
-    yield from write_dataset(summaries, dataset_target, lambda pairs: run_ordered(_encode_pair(settings), pairs, jobs))
+    write_pairs = partial(encode_at_step, settings=settings)
+    yield from write_dataset(summaries, dataset_target, lambda pairs: run_ordered(write_pairs, pairs, jobs))
 
 
-def _encode_pair(settings: EncodeSettings):
-    def work(pair: tuple[FileTask, int]) -> FileOutcome:
-        return encode_file(pair[0], settings, step=pair[1])
-
-    return work
+def encode_at_step(pair: tuple[FileTask, int], settings: EncodeSettings) -> FileOutcome:
+    """The write map of a dataset budget: one (task, step) pair from choose_steps."""
+    return encode_file(pair[0], settings, step=pair[1])
 
 
 def write_dataset(summaries: list[FileSummary], target_bpp: float, write_all) -> Iterator[FileOutcome]:

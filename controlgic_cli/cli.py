@@ -20,7 +20,7 @@ from . import __version__
 from .batch import FileOutcome, FileTask, error_text
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
 from .errors import CgicError, OptionsError
-from .fileio import STDIO, read_source, write_target
+from .fileio import STDIO, read_source, refuse_existing, write_target
 from .image_io import IMAGE_SUFFIXES
 from .ratios import ppm_to_ratios, validate_ratios
 
@@ -360,9 +360,7 @@ def decode(inputs, output, force, weights, device, verbose, quiet, as_json) -> N
 
         started = time.perf_counter()
         try:
-            if task.target != STDIO and not force and Path(task.target).exists():
-                # Checked before the work too, so an existing file costs no network pass.
-                raise FileExistsError(17, "file exists (use -f to overwrite)", task.target)
+            refuse_existing(task.target, force)
             image = codec.decode(read_source(task.source))
             write_target(task.target, encode_image_file(image, task.target), force)
         except (CgicError, OSError) as exc:

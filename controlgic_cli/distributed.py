@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 
-from .batch import EncodeSettings, FileOutcome, FileTask, encode_file, summarise_file, write_dataset
+from .batch import EncodeSettings, FileOutcome, FileTask, encode_at_step, encode_file, summarise_file, write_dataset
 from .errors import OptionsError
 
 
@@ -25,10 +25,6 @@ def _dask():
     except ImportError:
         raise OptionsError('--engine dask needs Dask: pip install "cgic[dask]"') from None
     return distributed
-
-
-def _encode_at_step(pair: tuple[FileTask, int], settings: EncodeSettings) -> FileOutcome:
-    return encode_file(pair[0], settings, step=pair[1])
 
 
 def encode_dask(
@@ -66,7 +62,7 @@ def encode_dask(
             summaries = client.gather(client.map(summarise_file, tasks, settings=settings, pure=False))
 
             def write_all(pairs):
-                return (f.result() for f in client.map(_encode_at_step, pairs, settings=settings, pure=False))
+                return (f.result() for f in client.map(encode_at_step, pairs, settings=settings, pure=False))
 
             yield from write_dataset(summaries, dataset_target, write_all)
     finally:

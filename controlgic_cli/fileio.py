@@ -33,11 +33,19 @@ def write_target(target: str, data: bytes, overwrite: bool) -> None:
         write_atomic(Path(target), data, overwrite=overwrite)
 
 
+def refuse_existing(target: str | Path, overwrite: bool) -> None:
+    """FileExistsError if target (not stdout) exists and may not be overwritten.
+
+    Callers check before the work too, so an existing output costs no network pass.
+    """
+    if str(target) != STDIO and not overwrite and Path(target).exists():
+        raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(target))
+
+
 def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Write bytes to `path` all at once; FileExistsError if it exists and overwrite is False."""
     path = Path(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(path))
+    refuse_existing(path, overwrite)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
