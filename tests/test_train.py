@@ -140,3 +140,60 @@ def test_pack_reencodes_to_fit_and_keeps_names(tmp_path):
     assert split == [[p.name for p in part] for part in split_train_validation(list_images(unpacked), 2)]
     with pytest.raises(ValueError, match="do not fit"):
         build_pack(folder, tmp_path / "tiny.tar", max_bytes=20_000)
+
+
+def test_init_weights_continues_the_recorded_history(tmp_path, image_dir, metric_weights):
+    Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=2)).run()
+    export_weights(tmp_path / "first" / "checkpoint.pt", image_dir, tmp_path / "w.safetensors")
+    shipped = load_weights(tmp_path / "w.safetensors").network.state_dict()
+
+    follow_up = Trainer(
+        config(
+            tmp_path / "second", image_dir, metric_weights, max_steps=3, init_weights=str(tmp_path / "w.safetensors")
+        )
+    )
+    assert (follow_up.step, follow_up.crops_seen) == (2, 4), "step and crops carry on from the weights' history"
+    for name, value in follow_up.model.state_dict().items():
+        assert torch.equal(value, shipped[name].float()), name
+    follow_up.run()
+    assert follow_up.step == 3
+
+
+def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
+    import json
+    import subprocess
+    import sys
+
+    (run_dir.parent / "cfg.json").write_text(json.dumps(settings))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={replicas}"]
+    command += ["-m", "controlgic_cli.train", "run", "--config", str(run_dir.parent / "cfg.json")]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_torchrun_trains_two_replicas_in_sync_and_resumes(tmp_path, image_dir, metric_weights):
+    """The DDP path on CPU (gloo): what runs on several GPUs, in two processes here."""
+    import json
+
+    settings = config(tmp_path / "run", image_dir, metric_weights, max_steps=3, dead_code_interval=2).to_dict()
+    settings["dead_code_min_usage"] = 1e9  # every code counts as dead: restarts must reach both replicas
+    run_dir = tmp_path / "run"
+    # Each checkpoint asserts that the replicas' parameters are identical (the run fails otherwise).
+    _torchrun(run_dir, settings, replicas=2)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 3 and state["crops_seen"] == 3 * 2 * settings["batch_size"]
+    first_states = state["rng_numpy_ranks"]
+    assert len(first_states) == 2 and first_states[0] != first_states[1], "each replica draws its own crops"
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert sum(r.get("restarted", 0) for r in log) > 0, "codes were restarted during the run"
+
+    settings["max_steps"] = 5
+    _torchrun(run_dir, settings, replicas=2)
+    resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == 5
+    assert any(
+        r.get("event") == "resumed" and r.get("replicas") == 2
+        for r in (json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines())
+    )

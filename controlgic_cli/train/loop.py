@@ -29,6 +29,7 @@ from ..ratios import PPM
 from .config import TrainConfig
 from .data import CropSampler, centre_crops, list_images, split_train_validation
 from .losses import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
+from .parallel import setup, teardown
 
 PAPER_TRAINING_RATIOS = (0.5, 0.4, 0.1)
 VALIDATION_RATIOS = ((0.3, 0.6, 0.1), (0.0, 0.5, 0.5))
@@ -68,7 +69,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(config.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(config.device)
+        self.replicas, self.device = setup(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -85,7 +86,17 @@ class Trainer:
         self.lpips = LPIPS.from_dir(config.metric_weights_dir).to(self.device)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
-        self.rng = np.random.default_rng(config.seed)
+        # The modules the losses run through: DDP wrappers that average gradients over
+        # replicas, or the modules themselves in a single process.
+        self.train_model: torch.nn.Module = self.model
+        self.train_discriminator: torch.nn.Module = self.discriminator
+        if self.replicas.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.train_discriminator = torch.nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
+        # Each replica draws its own crops and ratios; a single process keeps the plain seed.
+        rank = self.replicas.rank
+        self.rng = np.random.default_rng([config.seed, rank] if self.replicas.distributed else config.seed)
         self.step = 0
         self.crops_seen = 0
         self.train_seconds = 0.0
@@ -99,6 +110,11 @@ class Trainer:
         return self.run_dir / "checkpoint.pt"
 
     def save_checkpoint(self) -> None:
+        """Every replica must call this (it gathers their RNG states); rank 0 writes the file."""
+        self.replicas.assert_in_sync(self.model)
+        rng_states = self.replicas.gather(json.dumps(self.rng.bit_generator.state))
+        if not self.replicas.is_main:
+            return
         state = {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
@@ -110,7 +126,8 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "codebook_initialised": self.codebook_initialised,
             "code_usage_ema": self.code_usage_ema,
-            "rng_numpy": json.dumps(self.rng.bit_generator.state),
+            "rng_numpy": rng_states[0],
+            "rng_numpy_ranks": rng_states,
             "rng_torch": torch.get_rng_state(),
             "config": json.dumps(self.config.to_dict()),
         }
@@ -136,12 +153,21 @@ class Trainer:
         self.train_seconds = float(state["train_seconds"])
         self.codebook_initialised = bool(state["codebook_initialised"])
         self.code_usage_ema = state["code_usage_ema"].cpu()
-        self.rng.bit_generator.state = json.loads(state["rng_numpy"])
+        rng_states = state.get("rng_numpy_ranks", [state["rng_numpy"]])
+        if len(rng_states) == self.replicas.world_size:
+            self.rng.bit_generator.state = json.loads(rng_states[self.replicas.rank])
+        else:
+            # A different number of replicas than the run was saved with: fresh, distinct streams.
+            self.rng = np.random.default_rng([self.config.seed, self.replicas.rank, self.step])
         torch.set_rng_state(state["rng_torch"].cpu())
-        self.log({"event": "resumed", "step": self.step})
+        self.log({"event": "resumed", "step": self.step, "replicas": self.replicas.world_size})
 
     def _init_from_weights(self, weights_path: str) -> None:
-        """Fine-tune from a weights file: network and EMA start there; optimisers start fresh."""
+        """Continue from a weights file: network and EMA start there, optimisers start fresh.
+
+        The step, crops and hours recorded in the weights carry on, so schedules keyed
+        to the step (the GAN start) and the model card count the whole history.
+        """
         loaded = load_weights(weights_path)
         if loaded.config != self.config.model:
             raise ValueError(f"{weights_path} has config {loaded.config}, this run needs {self.config.model}")
@@ -149,9 +175,22 @@ class Trainer:
         self.model.load_state_dict(state)
         self.ema.load_state_dict(state)
         self.codebook_initialised = True
-        self.log({"event": "initialised from weights", "path": weights_path, "model_id": loaded.model_id.hex()})
+        history = json.loads(loaded.metadata.get("training", "{}"))
+        self.step = int(history.get("steps", 0))
+        self.crops_seen = int(history.get("crops_seen", 0))
+        self.train_seconds = 3600.0 * float(history.get("train_hours", 0.0))
+        self.log(
+            {
+                "event": "initialised from weights",
+                "path": weights_path,
+                "model_id": loaded.model_id.hex(),
+                "step": self.step,
+            }
+        )
 
     def log(self, record: dict) -> None:
+        if not self.replicas.is_main:
+            return
         record = {"time": round(time.time(), 1), **record}
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -167,6 +206,8 @@ class Trainer:
         noise = 0.01 * latents.std() * torch.randn(count, latents.shape[1])
         codebook = self.model.quantizer.codebook
         codebook.data[dead.to(codebook.device)] = (latents[pick] + noise).to(codebook.device)
+        # Replicas saw different latents; rank 0's choice is the one every replica keeps.
+        self.replicas.broadcast_(codebook.data)
         state = self.opt_g.state.get(codebook)
         if state:
             for key in ("exp_avg", "exp_avg_sq"):
@@ -196,14 +237,17 @@ class Trainer:
         use_gan = self.step >= cfg.gan_start_step and cfg.gan_weight > 0
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         with autocast:
-            out = self.model(x, masks)
+            out = self.train_model(x, masks)
             x_hat = out.reconstruction.float()
             mse = F.mse_loss(x_hat, x)
             lpips = self.lpips(x_hat, x).mean()
             loss = cfg.mse_weight * mse + cfg.lpips_weight * lpips + out.vq_loss
             gan_g = torch.zeros(())
             if use_gan:
+                # The discriminator is only a judge here: no gradients for its weights.
+                self.discriminator.requires_grad_(False)
                 gan_g = hinge_generator_loss(self.discriminator(x_hat))
+                self.discriminator.requires_grad_(True)
                 loss = loss + cfg.gan_weight * gan_g
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -213,7 +257,9 @@ class Trainer:
         gan_d = torch.zeros(())
         if use_gan:
             with autocast:
-                gan_d = hinge_discriminator_loss(self.discriminator(x), self.discriminator(x_hat.detach()))
+                # Real and fake in one pass (one DDP reduction); the norms are per sample.
+                logits_real, logits_fake = self.train_discriminator(torch.cat([x, x_hat.detach()])).chunk(2)
+                gan_d = hinge_discriminator_loss(logits_real, logits_fake)
             self.opt_d.zero_grad(set_to_none=True)
             gan_d.backward()
             self.opt_d.step()
@@ -250,6 +296,8 @@ class Trainer:
         hits = sum(
             torch.bincount(i.flatten().cpu(), minlength=k) for i in (indices.fine, indices.medium, indices.coarse)
         )
+        # Summed over replicas, so every replica restarts the same codes.
+        self.replicas.sum_(hits)
         self.code_usage_ema.mul_(0.99).add_(0.01 * hits.float())
 
     # ----- validation ------------------------------------------------------------------
@@ -285,13 +333,18 @@ class Trainer:
         last_checkpoint = time.time()
         window: list[dict] = []
         window_start = time.time()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=None, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=None if self.replicas.is_main else True,
+            dynamic_ncols=True,
+        )
         while self.step < cfg.max_steps and not self._stop:
             t0 = time.time()
             stats = self.train_step()
             self.train_seconds += time.time() - t0
             self.step += 1
-            self.crops_seen += cfg.batch_size
+            self.crops_seen += cfg.batch_size * self.replicas.world_size
             window.append(stats)
             bar.update(1)
             if self.step % cfg.log_every == 0:
@@ -303,14 +356,20 @@ class Trainer:
                 self.log(record)
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", lpips=f"{mean['lpips']:.3f}", cps=record["crops_per_s"])
                 window, window_start = [], time.time()
-            if cfg.validate_every and self.step % cfg.validate_every == 0:
+            if self.replicas.is_main and cfg.validate_every and self.step % cfg.validate_every == 0:
                 self.log({"step": self.step, **self.validate()})
-            if time.time() - last_checkpoint > cfg.checkpoint_minutes * 60:
+            # Agreed by all replicas, so they stop, save and fail on the same step.
+            checkpoint_due = self.replicas.is_main and time.time() - last_checkpoint > cfg.checkpoint_minutes * 60
+            self._stop, checkpoint_due, diverged = self.replicas.any(
+                self._stop, checkpoint_due, not math.isfinite(stats["loss"])
+            )
+            if diverged:
+                self.log({"event": "non-finite loss", "step": self.step})
+                raise FloatingPointError(f"loss became non-finite at step {self.step} (rank {self.replicas.rank})")
+            if checkpoint_due:
                 self.save_checkpoint()
                 last_checkpoint = time.time()
-            if not math.isfinite(stats["loss"]):
-                self.log({"event": "non-finite loss", "step": self.step})
-                raise FloatingPointError(f"loss became {stats['loss']} at step {self.step}")
         bar.close()
         self.save_checkpoint()
         self.log({"event": "stopped", "step": self.step})
+        teardown(self.replicas)
