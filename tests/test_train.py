@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -65,20 +66,29 @@ def config(tmp_path, image_dir, metric_weights, **changes) -> TrainConfig:
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, image_dir, metric_weights):
-    straight = Trainer(config(tmp_path / "a", image_dir, metric_weights))
+    straight = Trainer(config(tmp_path / "a", image_dir, metric_weights, gan_adaptive=True))
     straight.run()
 
-    first = Trainer(config(tmp_path / "b", image_dir, metric_weights, max_steps=2))
+    first = Trainer(config(tmp_path / "b", image_dir, metric_weights, max_steps=2, gan_adaptive=True))
     first.run()
-    resumed = Trainer(config(tmp_path / "b", image_dir, metric_weights))
+    resumed = Trainer(config(tmp_path / "b", image_dir, metric_weights, gan_adaptive=True))
     assert resumed.step == 2
     resumed.run()
 
     assert resumed.step == straight.step == 4
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    log = (tmp_path / "a" / "log.jsonl").read_text()
-    assert '"gan_d"' in log and '"crops_per_s"' in log
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    gan_steps = [r for r in log if r.get("step", 0) > 2 and "gan_scale" in r]
+    assert gan_steps and all(r["gan_scale"] > 0 and "crops_per_s" in r for r in gan_steps), "the GAN phase ran"
+
+
+def test_validation_reports_psnr_lpips_dists_and_codes(tmp_path, image_dir, metric_weights):
+    result = Trainer(config(tmp_path, image_dir, metric_weights)).validate()
+    for key in ("0.3-0.6-0.1", "0-0.5-0.5"):
+        assert 5 < result[f"val_psnr_{key}"] < 60
+        assert 0 < result[f"val_lpips_{key}"] < 1.5 and 0 < result[f"val_dists_{key}"] < 1.0
+    assert 0 <= result["codes_in_use"] <= 32
 
 
 def test_export_writes_loadable_weights_with_integer_usage(tmp_path, image_dir, metric_weights):
@@ -160,7 +170,6 @@ def test_init_weights_continues_the_recorded_history(tmp_path, image_dir, metric
 
 
 def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
-    import json
     import subprocess
     import sys
 
@@ -175,9 +184,10 @@ def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
 
 def test_torchrun_trains_two_replicas_in_sync_and_resumes(tmp_path, image_dir, metric_weights):
     """The DDP path on CPU (gloo): what runs on several GPUs, in two processes here."""
-    import json
 
-    settings = config(tmp_path / "run", image_dir, metric_weights, max_steps=3, dead_code_interval=2).to_dict()
+    settings = config(
+        tmp_path / "run", image_dir, metric_weights, max_steps=3, dead_code_interval=2, gan_adaptive=True
+    ).to_dict()
     settings["dead_code_min_usage"] = 1e9  # every code counts as dead: restarts must reach both replicas
     run_dir = tmp_path / "run"
     # Each checkpoint asserts that the replicas' parameters are identical (the run fails otherwise).

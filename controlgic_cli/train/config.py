@@ -33,6 +33,9 @@ class TrainConfig:
     lpips_weight: float = 1.0
     gan_weight: float = 0.1
     gan_start_step: int = 30_000
+    # Scale the GAN term so its gradient at the decoder's last layer is gan_weight
+    # times the reconstruction's (taming's adaptive weight); off: a fixed gan_weight.
+    gan_adaptive: bool = False
     # Ratios per sample: "mixed" samples a ratio per crop over the whole range,
     # "paper" always uses the paper's training ratio (0.5, 0.4, 0.1).
     ratio_sampling: str = "mixed"

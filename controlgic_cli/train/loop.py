@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..metrics.dists import DISTS, DISTS_WEIGHTS_FILENAME
 from ..metrics.lpips import LPIPS
 from ..model import ControlGIC, MaskSet
 from ..model.weights import load_weights
@@ -84,6 +85,9 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.discriminator = PatchDiscriminator().to(self.device, memory_format=memory_format)
         self.lpips = LPIPS.from_dir(config.metric_weights_dir).to(self.device)
+        # DISTS is what the GAN phase should improve; validated when its weights are there.
+        dists_file = Path(config.metric_weights_dir) / DISTS_WEIGHTS_FILENAME
+        self.dists = DISTS.from_dir(config.metric_weights_dir).to(self.device) if dists_file.is_file() else None
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
         # The modules the losses run through: DDP wrappers that average gradients over
@@ -243,12 +247,16 @@ class Trainer:
             lpips = self.lpips(x_hat, x).mean()
             loss = cfg.mse_weight * mse + cfg.lpips_weight * lpips + out.vq_loss
             gan_g = torch.zeros(())
+            gan_scale = 0.0
             if use_gan:
                 # The discriminator is only a judge here: no gradients for its weights.
                 self.discriminator.requires_grad_(False)
                 gan_g = hinge_generator_loss(self.discriminator(x_hat))
                 self.discriminator.requires_grad_(True)
-                loss = loss + cfg.gan_weight * gan_g
+                gan_scale = cfg.gan_weight
+                if cfg.gan_adaptive:
+                    gan_scale *= self._adaptive_gan_scale(cfg.mse_weight * mse + cfg.lpips_weight * lpips, gan_g)
+                loss = loss + gan_scale * gan_g
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -279,8 +287,22 @@ class Trainer:
             "vq": out.vq_loss.item(),
             "gan_g": gan_g.item(),
             "gan_d": gan_d.item(),
+            "gan_scale": gan_scale,
             "restarted": restarted,
         }
+
+    def _adaptive_gan_scale(self, reconstruction_loss: torch.Tensor, gan_loss: torch.Tensor) -> float:
+        """taming's balance: ||grad rec|| / ||grad GAN|| at the decoder's last layer.
+
+        The GAN term then pulls with a fixed fraction (gan_weight) of the
+        reconstruction's strength whatever the discriminator's logit scale.
+        """
+        last = self.model.decoder.conv_out.weight
+        rec_grad = torch.autograd.grad(reconstruction_loss, last, retain_graph=True)[0]
+        gan_grad = torch.autograd.grad(gan_loss, last, retain_graph=True)[0]
+        # Replicas agree on one scale (their gradients here are local, before DDP's average).
+        norms = self.replicas.sum_(torch.stack([rec_grad.norm(), gan_grad.norm()]).detach().cpu().double())
+        return float((norms[0] / (norms[1] + 1e-4)).clamp(0.0, 1e4))
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -318,6 +340,11 @@ class Trainer:
             key = "-".join(f"{r:g}" for r in ratio)
             result[f"val_psnr_{key}"] = round(psnr, 3)
             result[f"val_lpips_{key}"] = round(lpips, 4)
+            if self.dists is not None:
+                dists = torch.cat(
+                    [self.dists((a + 1) / 2, (b + 1) / 2) for a, b in zip(x_hat.split(4), x.split(4), strict=True)]
+                )
+                result[f"val_dists_{key}"] = round(dists.mean().item(), 4)
         used = int((self.code_usage_ema > self.config.dead_code_min_usage).sum())
         result["codes_in_use"] = used
         return result
