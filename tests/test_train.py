@@ -207,3 +207,17 @@ def test_torchrun_trains_two_replicas_in_sync_and_resumes(tmp_path, image_dir, m
         r.get("event") == "resumed" and r.get("replicas") == 2
         for r in (json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines())
     )
+
+
+def test_compare_scores_checkpoints_and_weights_files_alike(tmp_path, image_dir, metric_weights):
+    from controlgic_cli.train.compare import compare
+
+    Trainer(config(tmp_path / "run", image_dir, metric_weights, max_steps=1)).run()
+    export_weights(tmp_path / "run" / "checkpoint.pt", image_dir, tmp_path / "w.safetensors")
+    networks = [tmp_path / "run" / "checkpoint.pt", tmp_path / "w.safetensors"]
+    split = TrainConfig(validation_images=2, validation_crop_size=64)
+    rows = compare(networks, image_dir, metric_weights, validation=split)
+    assert [r["network"] for r in rows] == [str(tmp_path / "run" / "checkpoint.pt"), str(tmp_path / "w.safetensors")]
+    for key in ("val_psnr_0.3-0.6-0.1", "val_lpips_0.9-0.1-0", "val_dists_0-0.5-0.5"):
+        # The file holds the same EMA network in half precision: nearly the same scores.
+        assert rows[0][key] == pytest.approx(rows[1][key], rel=0.02, abs=0.02), key

@@ -1,4 +1,4 @@
-"""`python -m controlgic_cli.train run|export|pack`: train the model, freeze weights, pack the data."""
+"""`python -m controlgic_cli.train run|export|pack|compare`: train, freeze weights, pack the data, compare runs."""
 
 from __future__ import annotations
 
@@ -86,6 +86,26 @@ def pack(data_dir, output, max_mb) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"images": info.images, "bytes": info.bytes, "jpeg_quality": info.quality}))
+
+
+@main.command("compare")
+@click.argument("networks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), required=True, help="The training folder.")
+@click.option("--metric-weights", type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--json-out", type=click.Path(dir_okay=False), help="Also write the rows as JSON.")
+@click.option("--threads", type=int, default=1, show_default=True)
+def compare_command(networks, data_dir, metric_weights, json_out, threads) -> None:
+    """PSNR/LPIPS/DISTS of checkpoints (.pt, EMA) or weights files on the held-out crops at the presets."""
+    import torch
+
+    from .compare import compare
+
+    torch.set_num_threads(threads)
+    rows = compare([Path(n) for n in networks], Path(data_dir), Path(metric_weights))
+    for row in rows:
+        click.echo(json.dumps(row))
+    if json_out:
+        Path(json_out).write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

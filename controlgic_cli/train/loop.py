@@ -21,16 +21,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..metrics.dists import DISTS, DISTS_WEIGHTS_FILENAME
-from ..metrics.lpips import LPIPS
 from ..model import ControlGIC, MaskSet
 from ..model.weights import load_weights
-from ..planner import patch_entropy, plan_from_entropy
 from ..ratios import PPM
 from .config import TrainConfig
 from .data import CropSampler, centre_crops, list_images, split_train_validation
 from .losses import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
 from .parallel import setup, teardown
+from .validation import Judge, evaluate, masks_for_batch, to_model_input
 
 PAPER_TRAINING_RATIOS = (0.5, 0.4, 0.1)
 VALIDATION_RATIOS = ((0.3, 0.6, 0.1), (0.0, 0.5, 0.5))
@@ -47,22 +45,6 @@ def sample_ratios_ppm(rng: np.random.Generator, mode: str) -> tuple[int, int, in
         raise ValueError(f"unknown ratio sampling mode {mode!r}")
     fine_ppm, coarse_ppm = round(fine * PPM), round(coarse * PPM)
     return fine_ppm, PPM - fine_ppm - coarse_ppm, coarse_ppm
-
-
-def masks_for_batch(batch_u8: np.ndarray, ratios: list[tuple[int, int, int]]) -> MaskSet:
-    coarse, medium = [], []
-    for image, ratio in zip(batch_u8, ratios, strict=True):
-        plan = plan_from_entropy(patch_entropy(image), ratio)
-        coarse.append(plan.coarse)
-        medium.append(plan.medium)
-    return MaskSet.from_coarse_medium(
-        torch.from_numpy(np.stack(coarse)[:, None]), torch.from_numpy(np.stack(medium)[:, None])
-    )
-
-
-def to_model_input(batch_u8: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
-    x = torch.from_numpy(batch_u8).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).to(device)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 class Trainer:
@@ -84,10 +66,8 @@ class Trainer:
         self.model = ControlGIC(config.model).to(self.device, memory_format=memory_format)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.discriminator = PatchDiscriminator().to(self.device, memory_format=memory_format)
-        self.lpips = LPIPS.from_dir(config.metric_weights_dir).to(self.device)
-        # DISTS is what the GAN phase should improve; validated when its weights are there.
-        dists_file = Path(config.metric_weights_dir) / DISTS_WEIGHTS_FILENAME
-        self.dists = DISTS.from_dir(config.metric_weights_dir).to(self.device) if dists_file.is_file() else None
+        self.judge = Judge(config.metric_weights_dir, self.device)
+        self.lpips = self.judge.lpips
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
         # The modules the losses run through: DDP wrappers that average gradients over
@@ -323,28 +303,10 @@ class Trainer:
         self.code_usage_ema.mul_(0.99).add_(0.01 * hits.float())
 
     # ----- validation ------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> dict:
-        result = {}
-        crops = self.validation_crops
-        x = to_model_input(crops, self.device, self.config.channels_last)
-        for ratio in VALIDATION_RATIOS:
-            ppm = tuple(round(r * PPM) for r in ratio)
-            ppm = (ppm[0], PPM - ppm[0] - ppm[2], ppm[2])
-            masks = masks_for_batch(crops, [ppm] * len(crops))
-            masks = MaskSet(*(m.to(self.device) for m in (masks.fine, masks.medium, masks.coarse)))
-            x_hat = self.ema.decode_indices(self.ema.encode_indices(x), masks)
-            mse = F.mse_loss((x_hat + 1) * 127.5, (x + 1) * 127.5, reduction="none").mean(dim=(1, 2, 3))
-            psnr = (10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))).mean().item()
-            lpips = self.lpips(x_hat, x).mean().item()
-            key = "-".join(f"{r:g}" for r in ratio)
-            result[f"val_psnr_{key}"] = round(psnr, 3)
-            result[f"val_lpips_{key}"] = round(lpips, 4)
-            if self.dists is not None:
-                dists = torch.cat(
-                    [self.dists((a + 1) / 2, (b + 1) / 2) for a, b in zip(x_hat.split(4), x.split(4), strict=True)]
-                )
-                result[f"val_dists_{key}"] = round(dists.mean().item(), 4)
+        result = evaluate(
+            self.ema, self.validation_crops, VALIDATION_RATIOS, self.judge, self.device, self.config.channels_last
+        )
         used = int((self.code_usage_ema > self.config.dead_code_min_usage).sum())
         result["codes_in_use"] = used
         return result

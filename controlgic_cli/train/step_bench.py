@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..metrics.lpips import LPIPS
 from ..model import ControlGIC, ModelConfig
-from .loop import masks_for_batch, sample_ratios_ppm, to_model_input
+from .loop import sample_ratios_ppm
+from .validation import masks_for_batch, to_model_input
 
 
 def photo_like_batch(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
