@@ -96,6 +96,15 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
+def _check_target(target_bpp: float | None, target_size: int | None) -> None:
+    if (target_bpp is None) == (target_size is None):
+        raise OptionsError("give exactly one of target_bpp and target_size")
+    if target_bpp is not None and not target_bpp > 0:
+        raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
+    if target_size is not None and target_size < 1:
+        raise OptionsError(f"target size must be at least 1 byte, got {target_size}")
+
+
 class Codec:
     """A loaded model plus its Huffman tables: encodes and decodes .cgic bytes."""
 
@@ -118,10 +127,19 @@ class Codec:
 
     # ----- encoding -----------------------------------------------------------------
     def analyse(self, image: ImageSource | SourceImage) -> Analysis:
-        source = image if isinstance(image, SourceImage) else load_image(image)
-        _check_size(source.width, source.height)
-        padded = pad_to_block(source.rgb)
-        return Analysis(source, patch_entropy(padded), self.network.encode_indices(padded))
+        return self.analyse_many([image])[0]
+
+    def analyse_many(self, images: list[ImageSource | SourceImage]) -> list[Analysis]:
+        """analyse() of each image; same-size images go through the network together (the same results)."""
+        sources = [image if isinstance(image, SourceImage) else load_image(image) for image in images]
+        for source in sources:
+            _check_size(source.width, source.height)
+        padded = [pad_to_block(source.rgb) for source in sources]
+        indices = self.network.encode_indices_many(padded)
+        return [
+            Analysis(source, patch_entropy(rgb), maps)
+            for source, rgb, maps in zip(sources, padded, indices, strict=True)
+        ]
 
     def plan(self, analysis: Analysis, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
         return plan_from_entropy(analysis.entropy, ratios_ppm)
@@ -185,13 +203,14 @@ class Codec:
         self, image: ImageSource | SourceImage, target_bpp: float | None = None, target_size: int | None = None
     ) -> EncodeResult:
         """One network pass, then the plan nearest target_bpp, or the largest within target_size bytes."""
-        if (target_bpp is None) == (target_size is None):
-            raise OptionsError("give exactly one of target_bpp and target_size")
-        if target_bpp is not None and not target_bpp > 0:
-            raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
-        if target_size is not None and target_size < 1:
-            raise OptionsError(f"target size must be at least 1 byte, got {target_size}")
-        analysis = self.analyse(image)
+        _check_target(target_bpp, target_size)  # before the network pass, not after
+        return self.encode_analysis_to_target(self.analyse(image), target_bpp, target_size)
+
+    def encode_analysis_to_target(
+        self, analysis: Analysis, target_bpp: float | None = None, target_size: int | None = None
+    ) -> EncodeResult:
+        """encode_to_target for an image already analysed."""
+        _check_target(target_bpp, target_size)
         path = self.rate_path(analysis)
         pixels = analysis.source.width * analysis.source.height
         choice = (

@@ -23,12 +23,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 
 from .errors import CgicError
 from .fileio import STDIO, read_source, refuse_existing, write_target
+from .image_io import SourceImage, load_image
 from .rate import RateChoice, RatePath, choose_dataset
-from .ratios import DEFAULT_RATIOS
+from .ratios import DEFAULT_RATIOS, ratios_to_ppm
 from .ratios import NAMES as GRANULARITY_NAMES
 
 
@@ -103,22 +103,58 @@ def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = Non
     step: a position on the image's rate path chosen by a dataset budget
     (choose_steps); otherwise the settings' ratios or target apply.
     """
-    started = time.perf_counter()
-    if settings.skip_existing and task.target != STDIO and os.path.exists(task.target):
-        # Outputs appear only when complete (atomic writes), so an existing one is a finished one.
-        return skipped(task)
-    try:
-        refuse_existing(task.target, settings.overwrite)
+    return encode_files([(task, step)], settings)[0]
+
+
+def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSettings) -> list[FileOutcome]:
+    """encode_file for several (task, step) pairs, whose same-size images share network passes.
+
+    Each file's bytes are those encode_file alone would write. Its "seconds"
+    is its own reading and writing plus an equal share of the shared passes.
+    """
+    outcomes: list[FileOutcome | None] = [None] * len(items)
+    loaded = []  # (position, SourceImage, seconds spent on it alone)
+    for position, (task, _) in enumerate(items):
+        began = time.perf_counter()
+        if settings.skip_existing and task.target != STDIO and os.path.exists(task.target):
+            # Outputs appear only when complete (atomic writes), so an existing one is a finished one.
+            outcomes[position] = skipped(task)
+            continue
+        try:
+            refuse_existing(task.target, settings.overwrite)
+            loaded.append((position, load_image(read_source(task.source)), time.perf_counter() - began))
+        except (CgicError, OSError) as exc:
+            outcomes[position] = FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
+    if loaded:
+        shared_began = time.perf_counter()
         codec = _codec(settings)
-        raw = read_source(task.source)
+        try:
+            analyses = codec.analyse_many([source for _, source, _ in loaded])
+        except (CgicError, OSError):
+            # One image the network refuses (too large, say) must not sink the others: one by one.
+            analyses = [None] * len(loaded)
+        shared = (time.perf_counter() - shared_began) / len(loaded)
+        for (position, source, alone), analysis in zip(loaded, analyses, strict=True):
+            task, step = items[position]
+            outcomes[position] = _write_one(task, settings, source, analysis, step, alone + shared)
+    return outcomes
+
+
+def _write_one(
+    task: FileTask, settings: EncodeSettings, source: SourceImage, analysis, step: int | None, seconds: float
+) -> FileOutcome:
+    began = time.perf_counter()
+    try:
+        codec = _codec(settings)
+        if analysis is None:
+            analysis = codec.analyse(source)
         if step is not None:
-            analysis = codec.analyse(raw)
             path = codec.rate_path(analysis)
             result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
         elif settings.target_bpp is not None or settings.target_size is not None:
-            result = codec.encode_to_target(raw, target_bpp=settings.target_bpp, target_size=settings.target_size)
+            result = codec.encode_analysis_to_target(analysis, settings.target_bpp, settings.target_size)
         else:
-            result = codec.encode(raw, settings.ratios or DEFAULT_RATIOS)
+            result = codec.encode_analysis(analysis, ratios_to_ppm(settings.ratios or DEFAULT_RATIOS))
         write_target(task.target, result.data, settings.overwrite)
     except (CgicError, OSError) as exc:
         return FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
@@ -133,7 +169,7 @@ def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = Non
         "ratios": list(stats.ratios),
         "tokens": dict(zip(GRANULARITY_NAMES, stats.token_counts, strict=True)),
         "section_bytes": stats.section_bytes,
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(seconds + time.perf_counter() - began, 3),
     }
     if result.target_reached is not None:
         record["target_reached"] = result.target_reached
@@ -172,6 +208,13 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def default_batch(device: str = "auto") -> int:
+    """Images per network pass: 1 on a CPU (batches measured no faster there, docs/scaling.md), 8 on CUDA."""
+    from .api import resolve_device
+
+    return 8 if resolve_device(device).type == "cuda" else 1
+
+
 def run_ordered(work: Callable, items: Iterable, jobs: int) -> Iterator:
     """work(item) for every item on `jobs` threads, yielded in input order.
 
@@ -201,21 +244,37 @@ def run_ordered(work: Callable, items: Iterable, jobs: int) -> Iterator:
         torch.set_num_threads(before)
 
 
+def chunks(items: list, size: int) -> list[list]:
+    """Consecutive groups of `size` (the last one shorter): the images that share network passes."""
+    size = max(1, size)
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def encode_local(
-    tasks: list[FileTask], settings: EncodeSettings, jobs: int, dataset_target: float | None = None
+    tasks: list[FileTask],
+    settings: EncodeSettings,
+    jobs: int,
+    dataset_target: float | None = None,
+    batch: int = 1,
 ) -> Iterator[FileOutcome]:
-    """The local engine: every task's outcome, in task order."""
+    """The local engine: every task's outcome, in task order.
+
+    `jobs` workers each take `batch` consecutive files at a time, whose
+    same-size images go through the network together.
+    """
+
+    def write_chunk(pairs: list[tuple[FileTask, int | None]]) -> list[FileOutcome]:
+        return encode_files(pairs, settings)
+
+    def write_all(pairs):
+        for outcomes in run_ordered(write_chunk, chunks(pairs, batch), jobs):
+            yield from outcomes
+
     if dataset_target is None:
-        yield from run_ordered(lambda task: encode_file(task, settings), tasks, jobs)
+        yield from write_all([(task, None) for task in tasks])
         return
     summaries = list(run_ordered(lambda task: summarise_file(task, settings), tasks, jobs))
-    write_pairs = partial(encode_at_step, settings=settings)
-    yield from write_dataset(summaries, dataset_target, lambda pairs: run_ordered(write_pairs, pairs, jobs))
-
-
-def encode_at_step(pair: tuple[FileTask, int], settings: EncodeSettings) -> FileOutcome:
-    """The write map of a dataset budget: one (task, step) pair from choose_steps."""
-    return encode_file(pair[0], settings, step=pair[1])
+    yield from write_dataset(summaries, dataset_target, write_all)
 
 
 def write_dataset(summaries: list[FileSummary], target_bpp: float, write_all) -> Iterator[FileOutcome]:

@@ -203,6 +203,13 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     "[default: one per CPU core]",
 )
 @click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images per network pass; consecutive same-size images share it (same bytes as one by one). "
+    "[default: 1 on CPU, 8 on CUDA]",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "dask"]),
     default="local",
@@ -223,6 +230,7 @@ def encode(
     skip_existing,
     manifest,
     jobs,
+    batch,
     engine,
     address,
     weights,
@@ -232,7 +240,7 @@ def encode(
     as_json,
 ):
     """Encode images (files, directories or '-' for stdin) to .cgic."""
-    from .batch import EncodeSettings, default_jobs
+    from .batch import EncodeSettings, default_batch, default_jobs
 
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
@@ -252,15 +260,16 @@ def encode(
     dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
     try:
+        batch = batch or default_batch(device)
         if engine == "dask":
             from .distributed import encode_dask
 
-            outcomes = encode_dask(tasks, settings, address, jobs, dataset_target)
+            outcomes = encode_dask(tasks, settings, address, jobs, dataset_target, batch)
         else:
             from .batch import encode_local
 
             _load_codec(weights, device, reporter)  # a bad weights file fails once, before any file
-            outcomes = encode_local(tasks, settings, jobs, dataset_target)
+            outcomes = encode_local(tasks, settings, jobs, dataset_target, batch)
         _report_outcomes(outcomes, len(tasks), reporter, _encode_summary, manifest, verbose)
     except CgicError as exc:
         reporter.error(str(exc))

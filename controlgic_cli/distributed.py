@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 
-from .batch import EncodeSettings, FileOutcome, FileTask, encode_at_step, encode_file, summarise_file, write_dataset
+from .batch import EncodeSettings, FileOutcome, FileTask, chunks, encode_files, summarise_file, write_dataset
 from .errors import OptionsError
 
 
@@ -33,6 +33,7 @@ def encode_dask(
     address: str | None = None,
     workers: int = 2,
     dataset_target: float | None = None,
+    batch: int = 1,
 ) -> Iterator[FileOutcome]:
     """Every task's outcome, in task order, computed on the cluster at `address` (None: a local one)."""
     distributed = _dask()
@@ -55,15 +56,16 @@ def encode_dask(
             cluster.close()
         raise OptionsError(f"cannot connect to the Dask scheduler at {address}: {exc}") from None
     try:
+
+        def write_all(pairs):
+            # One Dask task per `batch` consecutive files, which share network passes on their worker.
+            for future in client.map(encode_files, chunks(pairs, batch), settings=settings, pure=False):
+                yield from future.result()
+
         if dataset_target is None:
-            for future in client.map(encode_file, tasks, settings=settings, pure=False):
-                yield future.result()
+            yield from write_all([(task, None) for task in tasks])
         else:
             summaries = client.gather(client.map(summarise_file, tasks, settings=settings, pure=False))
-
-            def write_all(pairs):
-                return (f.result() for f in client.map(encode_at_step, pairs, settings=settings, pure=False))
-
             yield from write_dataset(summaries, dataset_target, write_all)
     finally:
         client.close()

@@ -39,6 +39,28 @@ class TiledNetwork:
                 full[tile.core.scaled(stride)] = part[0][tile.core.within(tile.context, stride)].cpu().numpy()
         return maps
 
+    def encode_indices_many(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """encode_indices of each image; images of one shape that fit in one tile share forward passes.
+
+        A batch gives every image the same result as its own pass (per-sample
+        convolutions; tests/test_batch.py checks it), so files stay byte-identical.
+        """
+        results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for number, rgb in enumerate(images):
+            if len(plan_tiles(rgb.shape[0], rgb.shape[1], self.tiles)) == 1:
+                groups.setdefault(rgb.shape, []).append(number)
+            else:
+                results[number] = self.encode_indices(rgb)
+        for members in groups.values():
+            stack = np.stack([images[n] for n in members]).transpose(0, 3, 1, 2)
+            x = torch.from_numpy(np.ascontiguousarray(stack)).to(self.device).float().div_(127.5).sub_(1.0)
+            indices = self.network.encode_indices(x.contiguous(memory_format=torch.channels_last))
+            maps = [i.cpu().numpy() for i in (indices.fine, indices.medium, indices.coarse)]
+            for position, number in enumerate(members):
+                results[number] = tuple(m[position] for m in maps)
+        return results
+
     def decode(
         self,
         indices: tuple[np.ndarray, np.ndarray, np.ndarray],

@@ -125,3 +125,40 @@ def test_dask_cluster_writes_the_same_bytes_as_the_local_run(tmp_path, folder, t
 def test_dask_engine_refuses_stdio_and_address_needs_dask(tiny_weights):
     assert run(["encode", "-", "--engine", "dask", "--weights", tiny_weights]).exit_code == 2
     assert run(["encode", "x.png", "--address", "tcp://127.0.0.1:1", "--weights", tiny_weights]).exit_code == 2
+
+
+@pytest.fixture(scope="module")
+def same_size_folder(tmp_path_factory):
+    """Mostly one size, so batches really share network passes; one other size and one broken file."""
+    path = tmp_path_factory.mktemp("same-size")
+    for i in range(5):
+        Image.fromarray(synthetic_photo(64, 80, seed=10 + i)).save(path / f"img{i}.png")
+    Image.fromarray(synthetic_photo(40, 56, seed=20)).save(path / "img5.png")
+    (path / "img6.png").write_bytes(b"not an image")
+    return path
+
+
+@pytest.mark.parametrize(
+    "mode", [[], ["--target-bpp", "0.4"], ["--target-size", "300"], ["--target-bpp", "0.4", "--budget", "dataset"]]
+)
+def test_batches_write_the_same_bytes_as_one_image_at_a_time(tmp_path, same_size_folder, tiny_weights, mode):
+    results = {}
+    for batch, jobs in ((1, 1), (4, 1), (3, 2)):
+        out = tmp_path / f"b{batch}j{jobs}"
+        args = ["encode", same_size_folder, "-o", out, "--batch", batch, "--jobs", jobs, "--weights", tiny_weights]
+        result = run([*args, *mode])
+        assert result.exit_code == 1 and "6 of 7 files done, 1 failed" in result.stderr, result.stderr
+        results[(batch, jobs)] = outputs(out)
+    assert len(results[(1, 1)]) == 6
+    assert results[(1, 1)] == results[(4, 1)] == results[(3, 2)]
+
+
+def test_a_network_pass_over_several_images_gives_each_its_own_indices(shipped_weights):
+    """The shipped network's convolutions are per sample: a batch changes no index (so no file byte)."""
+    shipped_codec = Codec(shipped_weights, "cpu")
+    images = [synthetic_photo(96, 128, seed=s) for s in range(3)] + [synthetic_photo(64, 128, seed=3)]
+    together = shipped_codec.analyse_many(images)
+    for image, analysis in zip(images, together, strict=True):
+        alone = shipped_codec.analyse(image)
+        for a, b in zip(alone.indices, analysis.indices, strict=True):
+            assert (a == b).all()

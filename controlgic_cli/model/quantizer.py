@@ -28,7 +28,11 @@ class VectorQuantizer(nn.Module):
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """(N, d, h, w) latents -> (N, h, w) int64 indices of the nearest code (Euclidean)."""
         n, d, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
+        with torch.autocast(z.device.type, enabled=False):
+            # Always float32: under bf16 autocast (training) the nearest code would differ from the codec's.
+            return self._nearest(z.permute(0, 2, 3, 1).reshape(-1, d).float(), (n, h, w))
+
+    def _nearest(self, flat: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
         codebook = self.codebook.float()
         # |z - c|^2 = |z|^2 - 2 z.c + |c|^2, and |z|^2 is the same for every code,
         # so the nearest code minimises |c|^2 - 2 z.c. With d = 4 the matmul is
@@ -37,7 +41,7 @@ class VectorQuantizer(nn.Module):
         scaled_codes = (-2.0 * codebook).t().contiguous()
         code_norms = codebook.square().sum(1)
         nearest = [(chunk @ scaled_codes).add_(code_norms).argmin(dim=1) for chunk in flat.split(DISTANCE_CHUNK)]
-        return torch.cat(nearest).view(n, h, w) if nearest else flat.new_zeros((n, h, w), dtype=torch.int64)
+        return torch.cat(nearest).view(shape) if nearest else flat.new_zeros(shape, dtype=torch.int64)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """(N, h, w) indices -> (N, d, h, w) code vectors."""

@@ -341,7 +341,7 @@ class Trainer:
                 mean = {k: sum(s[k] for s in window) / len(window) for k in window[0]}
                 mean["restarted"] = sum(s["restarted"] for s in window)
                 record = {"step": self.step, **{k: round(v, 5) for k, v in mean.items()}}
-                record["crops_per_s"] = round(len(window) * cfg.batch_size / elapsed, 2)
+                record["crops_per_s"] = round(len(window) * cfg.batch_size * self.replicas.world_size / elapsed, 2)
                 self.log(record)
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", lpips=f"{mean['lpips']:.3f}", cps=record["crops_per_s"])
                 window, window_start = [], time.time()
