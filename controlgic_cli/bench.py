@@ -11,6 +11,7 @@ those indices, and the process's peak resident memory.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import sys
@@ -38,6 +39,23 @@ def write_report(report: dict, json_out: str | None) -> None:
     if json_out:
         Path(json_out).write_text(text)
     click.echo(text)
+
+
+def cpu_description() -> str:
+    """CPU model and the matrix extensions that decide CPU speed here (AMX / AVX-512 make bf16 fast)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    extensions = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
+    return f"{model} ({', '.join(extensions) or 'no AVX2'}), {os.cpu_count()} CPUs"
 
 
 def peak_rss_mb() -> float:
@@ -140,7 +158,7 @@ def main(folder, weights, threads, json_out, limit) -> None:
         )
     report = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_description(),
             "threads": threads,
             "torch": torch.__version__,
             "python": sys.version.split()[0],

@@ -12,8 +12,6 @@ encoding a 16x16 image. Checks that every run wrote byte-identical files.
 
 from __future__ import annotations
 
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bench import write_report
+from .bench import cpu_description, write_report
 from .image_io import list_image_files
 
 SETTINGS = {
@@ -33,6 +31,8 @@ SETTINGS = {
     "pipeline --jobs 2": ["--jobs", "2"],
     "pipeline --jobs 3": ["--jobs", "3"],
     "pipeline --jobs 4": ["--jobs", "4"],
+    "loop, --batch 4": ["--jobs", "1", "--batch", "4"],
+    "pipeline --jobs 2 --batch 4": ["--jobs", "2", "--batch", "4"],
     "dask local cluster, 2 workers": ["--engine", "dask", "--jobs", "2"],
 }
 
@@ -71,7 +71,7 @@ def cluster_startup_seconds() -> float | None:
 def main(folder, weights, repeats, json_out):
     count = len(list_image_files(Path(folder)))
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": f"{cpu_description()}, torch {torch.__version__}",
         "images": count,
         "runs": {name: [] for name in SETTINGS},
     }

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import torch
 from PIL import Image
 
 from .api import Codec
-from .bench import write_report
+from .bench import cpu_description, write_report
 from .image_io import list_image_files, load_image
 from .metrics.distortion import psnr
 from .tiling import DEFAULT_TILES, TileSpec
@@ -136,7 +135,7 @@ def large_image(images: list[Path], weights: str | None) -> dict:
 def main(folder, weights, image_count, json_out, skip_large):
     images = list_image_files(Path(folder))
     report = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+        "machine": f"{cpu_description()}, torch {torch.__version__}",
         "threads": torch.get_num_threads(),
         "seam_core": SEAM_CORE,
         "seams": seam_rows(images[:image_count], weights, MARGINS),
