@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from .errors import CgicError
 from .fileio import STDIO, read_source, refuse_existing, write_target
 from .image_io import SourceImage, load_image
-from .rate import RateChoice, RatePath, choose_dataset
+from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
 from .ratios import NAMES as GRANULARITY_NAMES
 
@@ -71,10 +71,10 @@ class FileOutcome:
 
 @dataclass(frozen=True)
 class FileSummary:
-    """The map output of a dataset budget: an image's rate path and pixel count, or why it failed."""
+    """The map output of a dataset budget: an image's rate summary and pixel count, or why it failed."""
 
     task: FileTask
-    path: RatePath | None
+    rates: RateSummary | None
     pixels: int
     error: str = ""
 
@@ -183,15 +183,15 @@ def summarise_file(task: FileTask, settings: EncodeSettings) -> FileSummary:
         analysis = codec.analyse(read_source(task.source))
     except (CgicError, OSError) as exc:
         return FileSummary(task, None, 0, error_text(exc))
-    return FileSummary(task, codec.rate_path(analysis), analysis.source.width * analysis.source.height)
+    return FileSummary(task, codec.rate_path(analysis).summary(), analysis.source.width * analysis.source.height)
 
 
 def choose_steps(summaries: list[FileSummary], target_bpp: float) -> tuple[dict[str, int], bool]:
     """Reduce step of a dataset budget: each readable image's step for the mean target; reachable flag."""
-    usable = [s for s in summaries if s.path is not None]
+    usable = [s for s in summaries if s.rates is not None]
     if not usable:
         return {}, False
-    steps, reachable = choose_dataset([s.path for s in usable], [s.pixels for s in usable], target_bpp)
+    steps, reachable = choose_dataset([s.rates for s in usable], [s.pixels for s in usable], target_bpp)
     return {s.task.source: step for s, step in zip(usable, steps, strict=True)}, reachable
 
 
@@ -280,11 +280,11 @@ def encode_local(
 def write_dataset(summaries: list[FileSummary], target_bpp: float, write_all) -> Iterator[FileOutcome]:
     """Shared by every engine: reduce to steps, write the readable images, report failures in order."""
     steps, reachable = choose_steps(summaries, target_bpp)
-    pairs = [(s.task, steps[s.task.source]) for s in summaries if s.path is not None]
+    pairs = [(s.task, steps[s.task.source]) for s in summaries if s.rates is not None]
     written = iter(write_all(pairs))
     note = f"dataset target {target_bpp:g} bpp is outside what this set can reach"
     for summary in summaries:
-        if summary.path is None:
+        if summary.rates is None:
             yield failed(summary.task, summary.error)
             continue
         outcome = next(written)

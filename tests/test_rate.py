@@ -8,7 +8,7 @@ import pytest
 from controlgic_cli.api import Codec
 from controlgic_cli.errors import OptionsError
 from controlgic_cli.planner import plan_from_entropy
-from controlgic_cli.rate import choose_for_bpp, choose_for_size, dataset_steps
+from controlgic_cli.rate import choose_dataset, choose_for_bpp, choose_for_size, dataset_steps
 from controlgic_cli.ratios import ratios_to_ppm
 
 from .conftest import synthetic_photo
@@ -122,3 +122,14 @@ def test_fine_ratio_steps_of_a_thousandth_raise_the_size(codec):
         fine = thousandths / 1000
         sizes.append(len(codec.encode_analysis(analysis, ratios_to_ppm((fine, 0.9 - fine, 0.1))).data))
     assert all(b > a for a, b in zip(sizes, sizes[1:], strict=False)), sizes
+
+
+def test_rate_summaries_choose_the_same_steps_in_fewer_bytes(codec, analyses):
+    paths = [codec.rate_path(a) for a in analyses]
+    summaries = [p.summary() for p in paths]
+    pixels = [a.source.width * a.source.height for a in analyses]
+    for target in (0.05, 0.2, 0.35, 0.6, 2.0):
+        assert choose_dataset(summaries, pixels, target) == choose_dataset(paths, pixels, target)
+    for path, summary in zip(paths, summaries, strict=True):
+        held = sum(a.nbytes for a in (summary.sizes, summary.coarse_entropy, summary.medium_entropy))
+        assert held <= 8 * (path.steps + 1)
