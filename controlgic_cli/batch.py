@@ -127,11 +127,11 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
             outcomes[position] = FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
     if loaded:
         shared_began = time.perf_counter()
-        codec = _codec(settings)
         try:
-            analyses = codec.analyse_many([source for _, source, _ in loaded])
+            analyses = _codec(settings).analyse_many([source for _, source, _ in loaded])
         except (CgicError, OSError):
-            # One image the network refuses (too large, say) must not sink the others: one by one.
+            # One image the network refuses (too large, say) must not sink the others: one by one,
+            # so each failure (a bad weights file included) is reported against its own file.
             analyses = [None] * len(loaded)
         shared = (time.perf_counter() - shared_began) / len(loaded)
         for (position, source, alone), analysis in zip(loaded, analyses, strict=True):
