@@ -224,7 +224,9 @@ class Trainer:
             out = self.train_model(x, masks)
             x_hat = out.reconstruction.float()
             mse = F.mse_loss(x_hat, x)
-            lpips = self.lpips(x_hat, x).mean()
+            with torch.autocast(self.device.type, enabled=False):
+                # In float32 even in bf16 runs: LPIPS differences are small and bf16 blurs their gradient.
+                lpips = self.lpips(x_hat, x).mean()
             loss = cfg.mse_weight * mse + cfg.lpips_weight * lpips + out.vq_loss
             gan_g = torch.zeros(())
             gan_scale = 0.0
