@@ -40,25 +40,37 @@ def _ceil_bytes(bits: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class RatePath:
-    """Exact .cgic size in bytes at every step of one image's path."""
+class RateSummary:
+    """One image's file size at every step of its path and its sorted patch entropies.
 
-    sizes: np.ndarray  # int64, length n16 + n8 + 1
-    coarse_order: np.ndarray  # 16x16 cells, ascending entropy (stable: raster order breaks ties)
-    medium_order: np.ndarray  # 8x8 cells, ascending entropy
-    coarse_shape: tuple[int, int]
-    medium_shape: tuple[int, int]
-    coarse_entropy: np.ndarray  # sorted ascending, aligned with coarse_order
+    Everything dataset_steps / choose_dataset read, without the cell orders
+    (the write pass recomputes the path anyway). Entropies are the planner's
+    own float32 values, so the global release order is the same as from
+    the full RatePath; sizes fit in int32 (files are far below 2 GB).
+    """
+
+    sizes: np.ndarray  # int64 in a RatePath, int32 in a summary; length n16 + n8 + 1
+    coarse_entropy: np.ndarray  # float32, ascending
     medium_entropy: np.ndarray
 
     @property
     def coarse_cells(self) -> int:
-        return self.coarse_order.size
+        return self.coarse_entropy.size
 
     @property
     def steps(self) -> int:
         """The last step (all fine)."""
         return self.sizes.size - 1
+
+
+@dataclass(frozen=True)
+class RatePath(RateSummary):
+    """Exact .cgic size in bytes at every step of one image's path, and the cells each step changes."""
+
+    coarse_order: np.ndarray  # 16x16 cells, ascending entropy (stable: raster order breaks ties)
+    medium_order: np.ndarray  # 8x8 cells, ascending entropy
+    coarse_shape: tuple[int, int]
+    medium_shape: tuple[int, int]
 
     def plan(self, step: int) -> GranularityPlan:
         n16, n8 = self.coarse_cells, self.medium_order.size
@@ -92,29 +104,6 @@ class RatePath:
             return 0, PPM - coarse_ppm, coarse_ppm
         fine_ppm = ((step - n16) * PPM + n8 // 2) // n8
         return fine_ppm, PPM - fine_ppm, 0
-
-
-@dataclass(frozen=True)
-class RateSummary:
-    """One image's file size at every step of its path and its sorted patch entropies.
-
-    Everything dataset_steps / choose_dataset read, without the cell orders
-    (the write pass recomputes the path anyway). Entropies are the planner's
-    own float32 values, so the global release order is the same as from
-    the full RatePath; sizes fit in int32 (files are far below 2 GB).
-    """
-
-    sizes: np.ndarray  # int32, length n16 + n8 + 1
-    coarse_entropy: np.ndarray  # float32, ascending
-    medium_entropy: np.ndarray
-
-    @property
-    def coarse_cells(self) -> int:
-        return self.coarse_entropy.size
-
-    @property
-    def steps(self) -> int:
-        return self.sizes.size - 1
 
 
 def rate_path(
@@ -198,7 +187,7 @@ def choose_for_size(path: RatePath, max_bytes: int) -> RateChoice:
     return RateChoice(step, int(path.sizes[step]), True)
 
 
-def dataset_steps(paths: list[RatePath | RateSummary], global_release: int) -> list[int]:
+def dataset_steps(paths: list[RateSummary], global_release: int) -> list[int]:
     """Per-image steps when the `global_release` highest-entropy cells of the whole set are released.
 
     Phase 1 releases coarse cells of all images in descending 16x16 entropy;
@@ -218,7 +207,7 @@ def dataset_steps(paths: list[RatePath | RateSummary], global_release: int) -> l
     return [p.coarse_cells + int(c) for p, c in zip(paths, counts, strict=True)]
 
 
-def _release_order(paths: list[RatePath | RateSummary], phase: int) -> np.ndarray:
+def _release_order(paths: list[RateSummary], phase: int) -> np.ndarray:
     """Image number of each released cell, in global release order for the phase."""
     entropies, images, ranks = [], [], []
     for number, path in enumerate(paths):
@@ -235,7 +224,7 @@ def _release_order(paths: list[RatePath | RateSummary], phase: int) -> np.ndarra
     return image[order]
 
 
-def choose_dataset(paths: list[RatePath | RateSummary], pixels: list[int], target_bpp: float) -> tuple[list[int], bool]:
+def choose_dataset(paths: list[RateSummary], pixels: list[int], target_bpp: float) -> tuple[list[int], bool]:
     """Per-image steps meeting a dataset bpp (total bits / total pixels) nearest the target."""
     total_pixels = sum(pixels)
     total_steps = sum(p.steps for p in paths)
