@@ -31,10 +31,7 @@ class TiledNetwork:
         height, width = rgb.shape[:2]
         maps = tuple(np.zeros((height // s, width // s), np.int64) for s in STRIDES)
         for tile in plan_tiles(height, width, self.tiles):
-            window = rgb[tile.context.scaled(1)]
-            x = torch.from_numpy(np.ascontiguousarray(window.transpose(2, 0, 1)))[None]
-            x = x.to(self.device).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
-            indices = self.network.encode_indices(x)
+            indices = self.network.encode_indices(self._input(rgb[tile.context.scaled(1)][None]))
             for full, part, stride in zip(maps, (indices.fine, indices.medium, indices.coarse), STRIDES, strict=True):
                 full[tile.core.scaled(stride)] = part[0][tile.core.within(tile.context, stride)].cpu().numpy()
         return maps
@@ -53,9 +50,7 @@ class TiledNetwork:
             else:
                 results[number] = self.encode_indices(rgb)
         for members in groups.values():
-            stack = np.stack([images[n] for n in members]).transpose(0, 3, 1, 2)
-            x = torch.from_numpy(np.ascontiguousarray(stack)).to(self.device).float().div_(127.5).sub_(1.0)
-            indices = self.network.encode_indices(x.contiguous(memory_format=torch.channels_last))
+            indices = self.network.encode_indices(self._input(np.stack([images[n] for n in members])))
             maps = [i.cpu().numpy() for i in (indices.fine, indices.medium, indices.coarse)]
             for position, number in enumerate(members):
                 results[number] = tuple(m[position] for m in maps)
@@ -83,6 +78,11 @@ class TiledNetwork:
             part = x_hat.float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             rgb[tile.core.scaled(1)] = part[tile.core.within(tile.context, 1)]
         return rgb
+
+    def _input(self, batch_u8: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> the network's input: float (N, 3, H, W) in [-1, 1], channels_last, on the device."""
+        x = torch.from_numpy(np.ascontiguousarray(batch_u8.transpose(0, 3, 1, 2)))
+        return x.to(self.device).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
 
     def _mask_tensor(self, mask: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(mask))[None, None].to(self.device)
