@@ -9,6 +9,7 @@ gets one JSON line per log interval and per validation.
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import os
@@ -318,9 +319,25 @@ class Trainer:
         self._stop = True
 
     def run(self) -> None:
-        cfg = self.config
         signal.signal(signal.SIGTERM, self._request_stop)
         signal.signal(signal.SIGINT, self._request_stop)
+        finished = False
+        try:
+            self._train()
+            finished = True
+        finally:
+            self._release_replicas(clean=finished)
+
+    def _release_replicas(self, clean: bool) -> None:
+        # DDP wrappers keep the process group (and gloo's worker threads) alive; left
+        # to interpreter shutdown they can abort the process (SIGABRT, "terminate called
+        # without an active exception"), so they go before the group is destroyed.
+        self.train_model, self.train_discriminator = self.model, self.discriminator
+        gc.collect()
+        teardown(self.replicas, wait_for_others=clean)
+
+    def _train(self) -> None:
+        cfg = self.config
         last_checkpoint = time.time()
         window: list[dict] = []
         window_start = time.time()
@@ -363,4 +380,3 @@ class Trainer:
         bar.close()
         self.save_checkpoint()
         self.log({"event": "stopped", "step": self.step})
-        teardown(self.replicas)

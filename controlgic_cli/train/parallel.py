@@ -88,7 +88,9 @@ def setup(device: str) -> tuple[Replicas, torch.device]:
     return Replicas(rank, world_size, local_rank), torch_device
 
 
-def teardown(replicas: Replicas) -> None:
+def teardown(replicas: Replicas, wait_for_others: bool = True) -> None:
+    """Leave the process group. After a failure there is no barrier: the others may be gone."""
     if replicas.distributed and dist.is_initialized():
-        dist.barrier()
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
