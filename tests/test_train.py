@@ -65,13 +65,26 @@ def config(tmp_path, image_dir, metric_weights, **changes) -> TrainConfig:
     return TrainConfig.from_dict(settings)
 
 
+def test_learning_rate_decays_on_a_cosine_from_the_start_step():
+    constant = TrainConfig(lr=1e-3)
+    assert constant.lr_at(0) == constant.lr_at(10**6) == 1e-3
+    decay = TrainConfig(lr=1e-3, lr_decay_start=100, lr_decay_steps=50, lr_final_fraction=0.1)
+    assert decay.lr_at(0) == decay.lr_at(100) == 1e-3
+    assert decay.lr_at(125) == pytest.approx(0.55e-3)  # half-way: the cosine's midpoint
+    assert decay.lr_at(150) == decay.lr_at(10**6) == pytest.approx(1e-4)
+    lrs = [decay.lr_at(step) for step in range(90, 160)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False)), "never rises"
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, image_dir, metric_weights):
-    straight = Trainer(config(tmp_path / "a", image_dir, metric_weights, gan_adaptive=True))
+    # The lr decays over the run, so the resumed half must pick the schedule up from the step.
+    schedule = {"gan_adaptive": True, "lr_decay_start": 1, "lr_decay_steps": 2}
+    straight = Trainer(config(tmp_path / "a", image_dir, metric_weights, **schedule))
     straight.run()
 
-    first = Trainer(config(tmp_path / "b", image_dir, metric_weights, max_steps=2, gan_adaptive=True))
+    first = Trainer(config(tmp_path / "b", image_dir, metric_weights, max_steps=2, **schedule))
     first.run()
-    resumed = Trainer(config(tmp_path / "b", image_dir, metric_weights, gan_adaptive=True))
+    resumed = Trainer(config(tmp_path / "b", image_dir, metric_weights, **schedule))
     assert resumed.step == 2
     resumed.run()
 
@@ -81,6 +94,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path, image_dir, metric_we
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     gan_steps = [r for r in log if r.get("step", 0) > 2 and "gan_scale" in r]
     assert gan_steps and all(r["gan_scale"] > 0 and "crops_per_s" in r for r in gan_steps), "the GAN phase ran"
+    lrs = [r["lr"] for r in log if "lr" in r]
+    assert lrs[:2] == [straight.config.lr] * 2 and lrs[-1] == pytest.approx(straight.config.lr * 0.1, rel=1e-3)
+    assert resumed.opt_g.param_groups[0]["lr"] == resumed.opt_d.param_groups[0]["lr"] == lrs[-1]
 
 
 def test_validation_reports_psnr_lpips_dists_and_codes(tmp_path, image_dir, metric_weights):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,12 @@ class TrainConfig:
     batch_size: int = 8
     max_steps: int = 200_000
     lr: float = 2e-4
+    # Cosine decay of both learning rates from lr to lr * lr_final_fraction over
+    # lr_decay_steps steps starting at lr_decay_start (0: constant lr). Computed
+    # from the step alone, so a resumed run lands on the same schedule.
+    lr_decay_start: int = 0
+    lr_decay_steps: int = 0
+    lr_final_fraction: float = 0.1
     betas: tuple[float, float] = (0.5, 0.9)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -67,6 +74,13 @@ class TrainConfig:
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
         return cls(**raw)
+
+    def lr_at(self, step: int) -> float:
+        if not self.lr_decay_start or step < self.lr_decay_start:
+            return self.lr
+        progress = min(1.0, (step - self.lr_decay_start) / max(1, self.lr_decay_steps))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.lr * (self.lr_final_fraction + (1.0 - self.lr_final_fraction) * cosine)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

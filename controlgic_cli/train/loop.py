@@ -219,6 +219,9 @@ class Trainer:
             self._restart_codes(latents, torch.ones(cfg.model.codebook_size, dtype=torch.bool))
             self.codebook_initialised = True
 
+        lr = cfg.lr_at(self.step)
+        for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+            group["lr"] = lr
         use_gan = self.step >= cfg.gan_start_step and cfg.gan_weight > 0
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
         with autocast:
@@ -272,6 +275,7 @@ class Trainer:
             "gan_d": gan_d.item(),
             "gan_scale": gan_scale,
             "restarted": restarted,
+            "lr": lr,
         }
 
     def _adaptive_gan_scale(self, reconstruction_loss: torch.Tensor, gan_loss: torch.Tensor) -> float:
@@ -359,7 +363,7 @@ class Trainer:
                 elapsed = time.time() - window_start
                 mean = {k: sum(s[k] for s in window) / len(window) for k in window[0]}
                 mean["restarted"] = sum(s["restarted"] for s in window)
-                record = {"step": self.step, **{k: round(v, 5) for k, v in mean.items()}}
+                record = {"step": self.step, **{k: float(f"{v:.5g}") for k, v in mean.items()}}
                 record["crops_per_s"] = round(len(window) * cfg.batch_size * self.replicas.world_size / elapsed, 2)
                 self.log(record)
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", lpips=f"{mean['lpips']:.3f}", cps=record["crops_per_s"])
