@@ -7,7 +7,7 @@ picklable arguments and loads its codec through api.get_codec, which caches
 one codec per process.
 
 Dataset budgets (one entropy threshold shared by all images) run as
-map -> reduce -> map: summarise_file turns an image into its rate path
+map -> reduce -> map: summarise_files turns each image into its rate path
 (exact file size at every step, from one network pass), choose_steps picks
 every image's step for the mean target, and encode_file writes each file at
 its step. The write pass runs the network again rather than holding every
@@ -126,18 +126,26 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
         except (CgicError, OSError) as exc:
             outcomes[position] = FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
     if loaded:
-        shared_began = time.perf_counter()
-        try:
-            analyses = _codec(settings).analyse_many([source for _, source, _ in loaded])
-        except (CgicError, OSError):
-            # One image the network refuses (too large, say) must not sink the others: one by one,
-            # so each failure (a bad weights file included) is reported against its own file.
-            analyses = [None] * len(loaded)
-        shared = (time.perf_counter() - shared_began) / len(loaded)
+        analyses, shared = _analyse_together([source for _, source, _ in loaded], settings)
         for (position, source, alone), analysis in zip(loaded, analyses, strict=True):
             task, step = items[position]
             outcomes[position] = _write_one(task, settings, source, analysis, step, alone + shared)
     return outcomes
+
+
+def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> tuple[list, float]:
+    """Shared network passes for loaded images, and each one's share of their time.
+
+    None in place of every analysis when the batch fails: one image the network
+    refuses (too large, say) must not sink the others, so the callers go on one
+    by one and each failure (a bad weights file included) lands on its own file.
+    """
+    began = time.perf_counter()
+    try:
+        analyses = _codec(settings).analyse_many(sources)
+    except (CgicError, OSError):
+        analyses = [None] * len(sources)
+    return analyses, (time.perf_counter() - began) / len(sources)
 
 
 def _write_one(
@@ -178,12 +186,33 @@ def _write_one(
 
 def summarise_file(task: FileTask, settings: EncodeSettings) -> FileSummary:
     """Map step of a dataset budget: one network pass -> the image's exact size at every step."""
+    return summarise_files([task], settings)[0]
+
+
+def summarise_files(tasks: list[FileTask], settings: EncodeSettings) -> list[FileSummary]:
+    """summarise_file for several files, whose same-size images share network passes."""
+    summaries: list[FileSummary | None] = [None] * len(tasks)
+    loaded = []  # (position, SourceImage)
+    for position, task in enumerate(tasks):
+        try:
+            loaded.append((position, load_image(read_source(task.source))))
+        except (CgicError, OSError) as exc:
+            summaries[position] = FileSummary(task, None, 0, error_text(exc))
+    if loaded:
+        analyses, _ = _analyse_together([source for _, source in loaded], settings)
+        for (position, source), analysis in zip(loaded, analyses, strict=True):
+            summaries[position] = _summarise_one(tasks[position], settings, source, analysis)
+    return summaries
+
+
+def _summarise_one(task: FileTask, settings: EncodeSettings, source: SourceImage, analysis) -> FileSummary:
     try:
         codec = _codec(settings)
-        analysis = codec.analyse(read_source(task.source))
+        if analysis is None:
+            analysis = codec.analyse(source)
     except (CgicError, OSError) as exc:
         return FileSummary(task, None, 0, error_text(exc))
-    return FileSummary(task, codec.rate_path(analysis).summary(), analysis.source.width * analysis.source.height)
+    return FileSummary(task, codec.rate_path(analysis).summary(), source.width * source.height)
 
 
 def choose_steps(summaries: list[FileSummary], target_bpp: float) -> tuple[dict[str, int], bool]:
@@ -273,7 +302,11 @@ def encode_local(
     if dataset_target is None:
         yield from write_all([(task, None) for task in tasks])
         return
-    summaries = list(run_ordered(lambda task: summarise_file(task, settings), tasks, jobs))
+    summaries = [
+        summary
+        for group in run_ordered(lambda group: summarise_files(group, settings), chunks(tasks, batch), jobs)
+        for summary in group
+    ]
     yield from write_dataset(summaries, dataset_target, write_all)
 
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 
-from .batch import EncodeSettings, FileOutcome, FileTask, chunks, encode_files, summarise_file, write_dataset
+from .batch import EncodeSettings, FileOutcome, FileTask, chunks, encode_files, summarise_files, write_dataset
 from .errors import OptionsError
 
 
@@ -65,7 +65,8 @@ def encode_dask(
         if dataset_target is None:
             yield from write_all([(task, None) for task in tasks])
         else:
-            summaries = client.gather(client.map(summarise_file, tasks, settings=settings, pure=False))
+            groups = client.map(summarise_files, chunks(tasks, batch), settings=settings, pure=False)
+            summaries = [summary for group in client.gather(groups) for summary in group]
             yield from write_dataset(summaries, dataset_target, write_all)
     finally:
         client.close()

@@ -116,7 +116,11 @@ def test_dask_cluster_writes_the_same_bytes_as_the_local_run(tmp_path, folder, t
     local, remote = tmp_path / "local", tmp_path / "dask"
     run(["encode", folder, "-o", local, "--weights", tiny_weights, *extra])
     # A real local cluster: a scheduler and two worker processes.
-    result = run(["encode", folder, "-o", remote, "--engine", "dask", "--jobs", 2, "--weights", tiny_weights, *extra])
+    # The dataset budget's two map passes on the cluster take three files per task (shared network passes).
+    batch = ["--batch", 3] if mode == "dataset" else []
+    result = run(
+        ["encode", folder, "-o", remote, "--engine", "dask", "--jobs", 2, "--weights", tiny_weights, *extra, *batch]
+    )
     assert result.exit_code == 1 and "5 of 6 files done, 1 failed" in result.stderr
     assert len(outputs(remote)) == 5
     assert outputs(remote) == outputs(local)
@@ -162,3 +166,24 @@ def test_a_network_pass_over_several_images_gives_each_its_own_indices(shipped_w
         alone = shipped_codec.analyse(image)
         for a, b in zip(alone.indices, analysis.indices, strict=True):
             assert (a == b).all()
+
+
+def test_dataset_summaries_share_network_passes_and_match_one_at_a_time(same_size_folder, tiny_weights, monkeypatch):
+    from controlgic_cli import batch as batch_module
+    from controlgic_cli.api import get_codec
+
+    settings = EncodeSettings(weights=str(tiny_weights), device="cpu")
+    tasks = [FileTask(str(p), "-") for p in sorted(same_size_folder.iterdir())]
+    alone = [batch_module.summarise_file(task, settings) for task in tasks]
+    codec = get_codec(settings.weights, settings.device)
+    passes = []
+    analyse_many = codec.analyse_many
+    monkeypatch.setattr(codec, "analyse_many", lambda sources: passes.append(len(sources)) or analyse_many(sources))
+    together = batch_module.summarise_files(tasks, settings)
+    assert passes == [6], "the six readable images go to the network as one group"
+    assert [s.error != "" for s in together] == [p.name == "img6.png" for p in sorted(same_size_folder.iterdir())]
+    for a, b in zip(alone, together, strict=True):
+        assert (a.pixels, a.error) == (b.pixels, b.error)
+        if a.rates is not None:
+            assert (a.rates.sizes == b.rates.sizes).all()
+            assert (a.rates.coarse_entropy == b.rates.coarse_entropy).all()
