@@ -363,7 +363,8 @@ class Trainer:
                 elapsed = time.time() - window_start
                 mean = {k: sum(s[k] for s in window) / len(window) for k in window[0]}
                 mean["restarted"] = sum(s["restarted"] for s in window)
-                record = {"step": self.step, **{k: float(f"{v:.5g}") for k, v in mean.items()}}
+                rounded = {k: v if isinstance(v, int) else float(f"{v:.5g}") for k, v in mean.items()}
+                record = {"step": self.step, **rounded}
                 record["crops_per_s"] = round(len(window) * cfg.batch_size * self.replicas.world_size / elapsed, 2)
                 self.log(record)
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", lpips=f"{mean['lpips']:.3f}", cps=record["crops_per_s"])
