@@ -3,24 +3,28 @@
 The indices of every cell at every granularity do not depend on the ratios
 (api.Analysis holds them), so the size of the file any plan would produce is
 a sum of Huffman code lengths, mask bits and the header, known without
-running the network again. Rate control walks a one-dimensional path through
-the ratio space, one cell at a time:
+running the network again.
 
-    step 0            everything coarse                 (0, 0, 1)
-    steps 1..N16      coarse cells become medium, highest 16x16 entropy first
-    step N16          everything medium                 (0, 1, 0)
-    steps N16+1..     medium cells become fine, highest 8x8 entropy first
-    step N16+N8       everything fine                   (1, 0, 0)
+Rate control walks a one-dimensional path through the plans, driven by one
+entropy threshold T falling from above every patch's entropy to below all:
 
-Along it the token count only grows (one coarse token becomes four medium
-ones, one medium token four fine ones), so the size is monotone except where
-Huffman code lengths conspire against it; the search below never relies on
-monotonicity. Every plan on the path is what the planner itself chooses for
-the corresponding ratios, since the planner picks lowest-entropy cells first.
+    a 16x16 cell stops being coarse when T falls below its entropy e16;
+    an 8x8 cell becomes fine when T falls below its entropy e8 minus
+    FINE_ENTROPY_MARGIN, and not before its 16x16 cell has stopped being coarse.
 
-Dataset budgets share one entropy threshold per phase over all images: the
-cells released from coarse (then medium) are the globally highest-entropy
-ones, so complex images get more bits than simple ones.
+So the path starts all coarse (0, 0, 1), ends all fine (1, 0, 0), and in
+between releases coarse cells and refines medium ones side by side: the flat
+parts of a photo stay coarse while its busiest parts already go fine. One
+step is one cell (+3 tokens), or a coarse cell together with those of its
+8x8 cells already past the fine threshold. Every plan on the path is what
+the planner itself chooses for the corresponding ratios: coarse is always
+the lowest-e16 cells, fine the highest-e8 cells outside them. Along the path
+the token count only grows, so the size is monotone except where Huffman
+code lengths conspire against it; the search below never relies on that.
+
+Dataset budgets share the one threshold over all images: the steps released
+are the globally highest-threshold ones, so complex images get more bits
+than simple ones.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from .entropy_coder import IndexCoder
 from .planner import GranularityPlan, PatchEntropy
 from .ratios import PPM
 
+# How far (nats) an 8x8 patch's entropy must lie above the threshold before it
+# goes fine. Measured on 12 Kodak images against the two-phase path (every
+# coarse cell released before any fine one) and margins 0.5 / 1.5: 1.0 was
+# best or tied at 0.2-0.6 bpp (at 0.2 bpp LPIPS -0.006, +0.2 dB; docs/rate-control.md).
+FINE_ENTROPY_MARGIN = np.float32(1.0)
+
 
 def _ceil_bytes(bits: np.ndarray) -> np.ndarray:
     return -(-bits // 8)
@@ -41,21 +51,16 @@ def _ceil_bytes(bits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class RateSummary:
-    """One image's file size at every step of its path and its sorted patch entropies.
+    """One image's file size at every step of its path and the threshold each step passes.
 
-    Everything dataset_steps / choose_dataset read, without the cell orders
-    (the write pass recomputes the path anyway). Entropies are the planner's
-    own float32 values, so the global release order is the same as from
-    the full RatePath; sizes fit in int32 (files are far below 2 GB).
+    Everything dataset_steps / choose_dataset read, without the cell order
+    (the write pass recomputes the path anyway). Thresholds are the path's
+    own float32 values, so the global release order is the same as from the
+    full RatePath; sizes fit in int32 (files are far below 2 GB).
     """
 
-    sizes: np.ndarray  # int64 in a RatePath, int32 in a summary; length n16 + n8 + 1
-    coarse_entropy: np.ndarray  # float32, ascending
-    medium_entropy: np.ndarray
-
-    @property
-    def coarse_cells(self) -> int:
-        return self.coarse_entropy.size
+    sizes: np.ndarray  # int64 in a RatePath, int32 in a summary; one per step, step 0 all coarse
+    step_thresholds: np.ndarray  # float32, non-increasing; the threshold passed by steps 1..steps
 
     @property
     def steps(self) -> int:
@@ -67,43 +72,44 @@ class RateSummary:
 class RatePath(RateSummary):
     """Exact .cgic size in bytes at every step of one image's path, and the cells each step changes."""
 
-    coarse_order: np.ndarray  # 16x16 cells, ascending entropy (stable: raster order breaks ties)
-    medium_order: np.ndarray  # 8x8 cells, ascending entropy
+    # Cells in release order: 16x16 cell c as c (leaves coarse), 8x8 cell j as n16 + j (becomes fine).
+    events: np.ndarray
+    step_events: np.ndarray  # events done by each step
     coarse_shape: tuple[int, int]
     medium_shape: tuple[int, int]
 
+    def _released(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= step <= self.steps:
+            raise ValueError(f"step {step} outside 0..{self.steps}")
+        n16 = self.coarse_shape[0] * self.coarse_shape[1]
+        done = self.events[: self.step_events[step]]
+        return done[done < n16], done[done >= n16] - n16
+
     def plan(self, step: int) -> GranularityPlan:
-        n16, n8 = self.coarse_cells, self.medium_order.size
-        if not 0 <= step <= n16 + n8:
-            raise ValueError(f"step {step} outside 0..{n16 + n8}")
-        coarse = np.zeros(n16, bool)
-        medium = np.zeros(n8, bool)
-        if step <= n16:
-            coarse[self.coarse_order[: n16 - step]] = True
-            coarse = coarse.reshape(self.coarse_shape)
-            medium = ~np.kron(coarse, np.ones((2, 2), bool))
-        else:
-            medium[self.medium_order[: n8 - (step - n16)]] = True
-            coarse = coarse.reshape(self.coarse_shape)
-            medium = medium.reshape(self.medium_shape)
+        released, fine = self._released(step)
+        coarse = np.ones(self.coarse_shape, bool)
+        coarse.ravel()[released] = False
+        medium = ~np.kron(coarse, np.ones((2, 2), bool))
+        medium.ravel()[fine] = False
         return GranularityPlan(coarse=coarse, medium=medium)
 
     def summary(self) -> RateSummary:
-        """What a dataset budget's reduce needs of this path, in 8 bytes per step instead of 20."""
+        """What a dataset budget's reduce needs of this path, in 8 bytes per step."""
         return RateSummary(
-            sizes=self.sizes.astype(np.int32),
-            coarse_entropy=self.coarse_entropy.astype(np.float32, copy=False),
-            medium_entropy=self.medium_entropy.astype(np.float32, copy=False),
+            sizes=self.sizes.astype(np.int32), step_thresholds=self.step_thresholds.astype(np.float32, copy=False)
         )
 
     def ratios_ppm(self, step: int) -> tuple[int, int, int]:
-        """Area fractions of the plan at `step`, in ppm summing to 1e6 (for the header)."""
-        n16, n8 = self.coarse_cells, self.medium_order.size
-        if step <= n16:
-            coarse_ppm = ((n16 - step) * PPM + n16 // 2) // n16
-            return 0, PPM - coarse_ppm, coarse_ppm
-        fine_ppm = ((step - n16) * PPM + n8 // 2) // n8
-        return fine_ppm, PPM - fine_ppm, 0
+        """Area fractions of the plan at `step`, in ppm summing to 1e6 (for the header).
+
+        Rounded so that the planner, given them, picks the same number of cells.
+        """
+        released, fine = self._released(step)
+        n16 = self.coarse_shape[0] * self.coarse_shape[1]
+        n8 = 4 * n16
+        coarse_ppm = ((n16 - released.size) * PPM + n16 // 2) // n16
+        covered_ppm = ((n8 - fine.size) * PPM + n8 // 2) // n8
+        return PPM - covered_ppm, covered_ppm - coarse_ppm, coarse_ppm
 
 
 def rate_path(
@@ -114,38 +120,58 @@ def rate_path(
     h8, w8 = entropy.medium.shape
     n16, n8 = h16 * w16, h8 * w8
     fine_len = coders["fine"].code_lengths[fine_idx]
-    medium_len = coders["medium"].code_lengths[medium_idx]
+    medium_len = coders["medium"].code_lengths[medium_idx].ravel()
     coarse_len = coders["coarse"].code_lengths[coarse_idx].ravel()
     # Bits of the four medium tokens under each coarse cell, and the four fine tokens under each medium cell.
     medium_under_coarse = medium_len.reshape(h16, 2, w16, 2).sum(axis=(1, 3)).ravel()
     fine_under_medium = fine_len.reshape(h8, 2, w8, 2).sum(axis=(1, 3)).ravel()
 
-    coarse_order = np.argsort(entropy.coarse.ravel(), kind="stable")
-    medium_order = np.argsort(entropy.medium.ravel(), kind="stable")
+    e16 = entropy.coarse.ravel()
+    e8 = entropy.medium.ravel()
+    parent = (np.arange(h8)[:, None] // 2 * w16 + np.arange(w8)[None, :] // 2).ravel()
+    # The threshold at which each cell changes: an 8x8 cell waits for its 16x16 cell.
+    fine_at = e8 - FINE_ENTROPY_MARGIN
+    waits = fine_at > e16[parent]
+    thresholds = np.concatenate([e16, np.where(waits, e16[parent], fine_at)])
+    is_fine = np.concatenate([np.zeros(n16, np.int8), np.ones(n8, np.int8)])
+    own_entropy = np.concatenate([e16, e8])
+    position = np.concatenate([np.arange(n16), np.arange(n8)])
+    # Falling threshold; at equal thresholds coarse cells first (a cell's parent before it), then
+    # higher entropy, then later raster position: the planner's own tie-breaks.
+    events = np.lexsort((-position, -own_entropy, is_fine, -thresholds))
 
-    # Phase 1, step s: the n16 - s lowest-entropy coarse cells stay coarse, the others are medium.
-    kept = np.arange(n16, -1, -1)
-    coarse_bits = np.concatenate([[0], np.cumsum(coarse_len[coarse_order])])[kept]
-    released = np.concatenate([[0], np.cumsum(medium_under_coarse[coarse_order][::-1])])
-    steps1 = np.arange(n16 + 1)
-    medium_bits1 = released[steps1]
-    mask_bits1 = n16 + 4 * steps1
-    sizes1 = HEADER_SIZE + _ceil_bytes(mask_bits1) + _ceil_bytes(coarse_bits) + _ceil_bytes(medium_bits1)
+    # A step may not stop between a coarse cell and those of its 8x8 cells that were waiting for it.
+    rank = np.empty_like(events)
+    rank[events] = np.arange(events.size)
+    child_rank = rank[n16:][waits]
+    parent_rank = rank[parent[waits]]
+    open_spans = np.zeros(events.size + 2, np.int64)
+    np.add.at(open_spans, parent_rank + 1, 1)
+    np.add.at(open_spans, child_rank + 1, -1)
+    inside_group = np.cumsum(open_spans)[: events.size + 1] > 0
+    step_events = np.flatnonzero(~inside_group)
 
-    # Phase 2, step t: the n8 - t lowest-entropy medium cells stay medium, the others are fine.
-    kept = np.arange(n8 - 1, -1, -1)
-    medium_bits2 = np.concatenate([[0], np.cumsum(medium_len.ravel()[medium_order])])[kept]
-    fine_bits2 = np.cumsum(fine_under_medium[medium_order][::-1])
-    sizes2 = HEADER_SIZE + _ceil_bytes(np.full(n8, n16 + n8)) + _ceil_bytes(medium_bits2) + _ceil_bytes(fine_bits2)
+    # Bits per section after each event, starting from all coarse.
+    leaves_coarse = events < n16
+    cell = np.where(leaves_coarse, events, events - n16)
+    mask_bits = n16 + 4 * np.cumsum(leaves_coarse)
+    coarse_bits = int(coarse_len.sum()) - np.cumsum(np.where(leaves_coarse, coarse_len[np.minimum(cell, n16 - 1)], 0))
+    medium_change = np.where(
+        leaves_coarse, medium_under_coarse[np.minimum(cell, n16 - 1)], -medium_len[np.minimum(cell, n8 - 1)]
+    )
+    medium_bits = np.cumsum(medium_change)
+    fine_bits = np.cumsum(np.where(leaves_coarse, 0, fine_under_medium[np.minimum(cell, n8 - 1)]))
+    after = HEADER_SIZE + sum(_ceil_bytes(b) for b in (mask_bits, coarse_bits, medium_bits, fine_bits))
+    start = HEADER_SIZE + _ceil_bytes(n16) + _ceil_bytes(int(coarse_len.sum()))
+    sizes = np.concatenate([[start], after])[step_events]
 
     return RatePath(
-        sizes=np.concatenate([sizes1, sizes2]).astype(np.int64),
-        coarse_order=coarse_order,
-        medium_order=medium_order,
+        sizes=sizes.astype(np.int64),
+        step_thresholds=thresholds[events][step_events[1:] - 1].astype(np.float32),
+        events=events.astype(np.int32),
+        step_events=step_events,
         coarse_shape=(h16, w16),
         medium_shape=(h8, w8),
-        coarse_entropy=entropy.coarse.ravel()[coarse_order],
-        medium_entropy=entropy.medium.ravel()[medium_order],
     )
 
 
@@ -188,40 +214,17 @@ def choose_for_size(path: RatePath, max_bytes: int) -> RateChoice:
 
 
 def dataset_steps(paths: list[RateSummary], global_release: int) -> list[int]:
-    """Per-image steps when the `global_release` highest-entropy cells of the whole set are released.
+    """Per-image steps when the `global_release` highest-threshold steps of the whole set are taken.
 
-    Phase 1 releases coarse cells of all images in descending 16x16 entropy;
-    only when every coarse cell is released does phase 2 release medium cells
-    in descending 8x8 entropy. Ties go to the earlier image, then the later
-    raster position, matching each image's own path.
+    Each image's steps come in falling threshold order, so every image takes a
+    prefix of its path. Ties go to the earlier image, then the earlier step.
     """
-    total_coarse = sum(p.coarse_cells for p in paths)
-    if global_release <= total_coarse:
-        keys = _release_order(paths, phase=1)
-        chosen = keys[:global_release]
-        counts = np.bincount(chosen, minlength=len(paths))
-        return [int(c) for c in counts]
-    keys = _release_order(paths, phase=2)
-    chosen = keys[: global_release - total_coarse]
-    counts = np.bincount(chosen, minlength=len(paths))
-    return [p.coarse_cells + int(c) for p, c in zip(paths, counts, strict=True)]
-
-
-def _release_order(paths: list[RateSummary], phase: int) -> np.ndarray:
-    """Image number of each released cell, in global release order for the phase."""
-    entropies, images, ranks = [], [], []
-    for number, path in enumerate(paths):
-        values = path.coarse_entropy if phase == 1 else path.medium_entropy
-        # Each image releases its own cells from the top of its order down.
-        values = values[::-1]
-        entropies.append(values)
-        images.append(np.full(values.size, number))
-        ranks.append(np.arange(values.size))
-    entropy = np.concatenate(entropies)
-    image = np.concatenate(images)
-    rank = np.concatenate(ranks)
-    order = np.lexsort((rank, image, -entropy.astype(np.float64)))
-    return image[order]
+    thresholds = np.concatenate([p.step_thresholds for p in paths])
+    image = np.concatenate([np.full(p.steps, number) for number, p in enumerate(paths)])
+    rank = np.concatenate([np.arange(p.steps) for p in paths])
+    order = np.lexsort((rank, image, -thresholds.astype(np.float64)))
+    counts = np.bincount(image[order[:global_release]], minlength=len(paths))
+    return [int(c) for c in counts]
 
 
 def choose_dataset(paths: list[RateSummary], pixels: list[int], target_bpp: float) -> tuple[list[int], bool]:

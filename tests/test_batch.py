@@ -186,4 +186,4 @@ def test_dataset_summaries_share_network_passes_and_match_one_at_a_time(same_siz
         assert (a.pixels, a.error) == (b.pixels, b.error)
         if a.rates is not None:
             assert (a.rates.sizes == b.rates.sizes).all()
-            assert (a.rates.coarse_entropy == b.rates.coarse_entropy).all()
+            assert (a.rates.step_thresholds == b.rates.step_thresholds).all()

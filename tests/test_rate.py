@@ -8,7 +8,7 @@ import pytest
 from controlgic_cli.api import Codec
 from controlgic_cli.errors import OptionsError
 from controlgic_cli.planner import plan_from_entropy
-from controlgic_cli.rate import choose_dataset, choose_for_bpp, choose_for_size, dataset_steps
+from controlgic_cli.rate import FINE_ENTROPY_MARGIN, choose_dataset, choose_for_bpp, choose_for_size, dataset_steps
 from controlgic_cli.ratios import ratios_to_ppm
 
 from .conftest import synthetic_photo
@@ -42,13 +42,30 @@ def test_path_plans_are_the_planners_own_plans(codec, analyses):
             assert np.array_equal(plan.coarse, expected.coarse) and np.array_equal(plan.medium, expected.medium)
 
 
-def test_path_goes_from_all_coarse_to_all_fine_one_cell_at_a_time(codec, analyses):
+def test_path_goes_from_all_coarse_to_all_fine_a_few_cells_at_a_time(codec, analyses):
     path = codec.rate_path(analyses[2])
     counts = [path.plan(step).token_counts for step in range(path.steps + 1)]
     assert counts[0][:2] == (0, 0) and counts[-1][1:] == (0, 0)
     tokens = [sum(c) for c in counts]
-    assert all(b - a == 3 for a, b in zip(tokens, tokens[1:], strict=False))
+    # One cell is +3 tokens; a coarse cell that releases waiting 8x8 cells at once adds 3 per cell.
+    assert all(b - a in (3, 6, 9, 12, 15) for a, b in zip(tokens, tokens[1:], strict=False))
     assert np.all(np.diff(path.sizes) >= 0), "size must not fall along the path for this image"
+    assert any(c[0] > 0 and c[2] > 0 for c in counts), "fine and coarse cells coexist on the way"
+
+
+def test_every_step_is_one_entropy_threshold(codec, analyses):
+    """Coarse cells leave below one threshold; 8x8 cells go fine FINE_ENTROPY_MARGIN above it."""
+    for analysis in analyses:
+        path = codec.rate_path(analysis)
+        e16, e8 = analysis.entropy.coarse, analysis.entropy.medium
+        parent_e16 = np.kron(e16, np.ones((2, 2), np.float32))
+        fine_at = np.minimum(e8 - FINE_ENTROPY_MARGIN, parent_e16)
+        for step in range(1, path.steps + 1):
+            plan = path.plan(step)
+            threshold = path.step_thresholds[step - 1]
+            fine8 = ~plan.medium & ~np.kron(plan.coarse, np.ones((2, 2), bool))
+            assert np.all(e16[plan.coarse] <= threshold) and np.all(e16[~plan.coarse] >= threshold)
+            assert np.all(fine_at[fine8] >= threshold) and np.all(fine_at[plan.medium] <= threshold)
 
 
 @pytest.mark.parametrize("target", [0.1, 0.2, 0.39, 0.6])
@@ -103,7 +120,7 @@ def test_dataset_mode_meets_the_mean_and_favours_complex_images(codec):
     assert bpps[0] < bpps[1] < bpps[2], "the shared threshold gives complex images more bits"
 
 
-def test_dataset_steps_release_cells_in_global_entropy_order(codec, analyses):
+def test_dataset_steps_take_path_prefixes_in_global_threshold_order(codec, analyses):
     paths = [codec.rate_path(a) for a in analyses[:3]]
     total = sum(p.steps for p in paths)
     previous = [0, 0, 0]
@@ -111,6 +128,10 @@ def test_dataset_steps_release_cells_in_global_entropy_order(codec, analyses):
         steps = dataset_steps(paths, release)
         assert sum(steps) == release
         assert all(s >= p for s, p in zip(steps, previous, strict=True))
+        taken = np.concatenate([p.step_thresholds[:s] for p, s in zip(paths, steps, strict=True)])
+        waiting = [p.step_thresholds[s] for p, s in zip(paths, steps, strict=True) if s < p.steps]
+        if taken.size and waiting:
+            assert taken.min() >= max(waiting), "one shared threshold: no step left behind above it"
         previous = steps
 
 
@@ -131,5 +152,5 @@ def test_rate_summaries_choose_the_same_steps_in_fewer_bytes(codec, analyses):
     for target in (0.05, 0.2, 0.35, 0.6, 2.0):
         assert choose_dataset(summaries, pixels, target) == choose_dataset(paths, pixels, target)
     for path, summary in zip(paths, summaries, strict=True):
-        held = sum(a.nbytes for a in (summary.sizes, summary.coarse_entropy, summary.medium_entropy))
+        held = summary.sizes.nbytes + summary.step_thresholds.nbytes
         assert held <= 8 * (path.steps + 1)
