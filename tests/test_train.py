@@ -196,6 +196,7 @@ def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
         command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Grad strides do not match" not in done.stderr, "DDP buckets and gradients disagree on strides"
 
 
 def test_torchrun_trains_two_replicas_in_sync_and_resumes(tmp_path, image_dir, metric_weights):

@@ -48,6 +48,16 @@ def sample_ratios_ppm(rng: np.random.Generator, mode: str) -> tuple[int, int, in
     return fine_ppm, PPM - fine_ppm - coarse_ppm, coarse_ppm
 
 
+def _plain_strides_for_per_channel_parameters(module: torch.nn.Module) -> None:
+    """(1, C, 1, 1) parameters get channels_last strides their gradients do not have.
+
+    Same memory either way, but DDP compares strides and warns on every step.
+    """
+    for parameter in module.parameters():
+        if parameter.dim() == 4 and parameter.shape[0] == 1 and parameter.shape[2:] == (1, 1):
+            parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -76,6 +86,7 @@ class Trainer:
         self.train_model: torch.nn.Module = self.model
         self.train_discriminator: torch.nn.Module = self.discriminator
         if self.replicas.distributed:
+            _plain_strides_for_per_channel_parameters(self.model)
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
             self.train_discriminator = torch.nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
