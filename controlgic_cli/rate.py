@@ -151,16 +151,15 @@ def rate_path(
     inside_group = np.cumsum(open_spans)[: events.size + 1] > 0
     step_events = np.flatnonzero(~inside_group)
 
-    # Bits per section after each event, starting from all coarse.
+    # Bits per section after each event, starting from all coarse. Each event is
+    # looked up in both tables (clamped) and np.where keeps the one that applies.
     leaves_coarse = events < n16
-    cell = np.where(leaves_coarse, events, events - n16)
+    coarse_cell = np.minimum(events, n16 - 1)
+    medium_cell = np.maximum(events - n16, 0)
     mask_bits = n16 + 4 * np.cumsum(leaves_coarse)
-    coarse_bits = int(coarse_len.sum()) - np.cumsum(np.where(leaves_coarse, coarse_len[np.minimum(cell, n16 - 1)], 0))
-    medium_change = np.where(
-        leaves_coarse, medium_under_coarse[np.minimum(cell, n16 - 1)], -medium_len[np.minimum(cell, n8 - 1)]
-    )
-    medium_bits = np.cumsum(medium_change)
-    fine_bits = np.cumsum(np.where(leaves_coarse, 0, fine_under_medium[np.minimum(cell, n8 - 1)]))
+    coarse_bits = int(coarse_len.sum()) - np.cumsum(np.where(leaves_coarse, coarse_len[coarse_cell], 0))
+    medium_bits = np.cumsum(np.where(leaves_coarse, medium_under_coarse[coarse_cell], -medium_len[medium_cell]))
+    fine_bits = np.cumsum(np.where(leaves_coarse, 0, fine_under_medium[medium_cell]))
     after = HEADER_SIZE + sum(_ceil_bytes(b) for b in (mask_bits, coarse_bits, medium_bits, fine_bits))
     start = HEADER_SIZE + _ceil_bytes(n16) + _ceil_bytes(int(coarse_len.sum()))
     sizes = np.concatenate([[start], after])[step_events]
