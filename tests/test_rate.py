@@ -22,7 +22,12 @@ def codec(tiny_weights):
 @pytest.fixture(scope="module")
 def analyses(codec):
     shapes = [(48, 64), (33, 17), (80, 96), (16, 16), (64, 48)]
-    return [codec.analyse(synthetic_photo(h, w, seed=i)) for i, (h, w) in enumerate(shapes)]
+    images = [synthetic_photo(h, w, seed=i) for i, (h, w) in enumerate(shapes)]
+    # Equal entropies everywhere (flat) and a flat half beside noise: the path's tie-breaks must match the planner's.
+    flat_and_noise = np.full((48, 64, 3), 90, np.uint8)
+    flat_and_noise[:, 32:] = np.random.default_rng(5).integers(0, 256, (48, 32, 3), dtype=np.uint8)
+    images += [np.full((32, 48, 3), 200, np.uint8), flat_and_noise]
+    return [codec.analyse(image) for image in images]
 
 
 def test_predicted_size_equals_written_size_at_every_step(codec, analyses):
