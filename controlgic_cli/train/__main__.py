@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,7 +51,15 @@ def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threa
         raise click.UsageError("--data-dir and --metric-weights are required (or set them in --config)")
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     (Path(config.run_dir) / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    Trainer(config).run()
+    trainer = Trainer(config)
+    trainer.run()
+    if trainer.replicas.distributed:
+        # Everything is saved and the process group left. Interpreter shutdown can still
+        # abort (SIGABRT) when a communication library's threads are torn down after
+        # Python's, which fails a finished run, so a replica ends here.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @main.command()
