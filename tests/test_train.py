@@ -192,9 +192,9 @@ def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
     (run_dir.parent / "cfg.json").write_text(json.dumps(settings))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={replicas}"]
     command += ["-m", "controlgic_cli.train", "run", "--config", str(run_dir.parent / "cfg.json")]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    # faulthandler: if a replica dies on a signal (CI once saw a SIGABRT), its Python stacks reach the message.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Grad strides do not match" not in done.stderr, "DDP buckets and gradients disagree on strides"
 
