@@ -76,7 +76,6 @@ class RatePath(RateSummary):
     events: np.ndarray
     step_events: np.ndarray  # events done by each step
     coarse_shape: tuple[int, int]
-    medium_shape: tuple[int, int]
 
     def _released(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= step <= self.steps:
@@ -156,12 +155,13 @@ def rate_path(
     leaves_coarse = events < n16
     coarse_cell = np.minimum(events, n16 - 1)
     medium_cell = np.maximum(events - n16, 0)
+    all_coarse_bits = int(coarse_len.sum())
     mask_bits = n16 + 4 * np.cumsum(leaves_coarse)
-    coarse_bits = int(coarse_len.sum()) - np.cumsum(np.where(leaves_coarse, coarse_len[coarse_cell], 0))
+    coarse_bits = all_coarse_bits - np.cumsum(np.where(leaves_coarse, coarse_len[coarse_cell], 0))
     medium_bits = np.cumsum(np.where(leaves_coarse, medium_under_coarse[coarse_cell], -medium_len[medium_cell]))
     fine_bits = np.cumsum(np.where(leaves_coarse, 0, fine_under_medium[medium_cell]))
     after = HEADER_SIZE + sum(_ceil_bytes(b) for b in (mask_bits, coarse_bits, medium_bits, fine_bits))
-    start = HEADER_SIZE + _ceil_bytes(n16) + _ceil_bytes(int(coarse_len.sum()))
+    start = HEADER_SIZE + _ceil_bytes(n16) + _ceil_bytes(all_coarse_bits)
     sizes = np.concatenate([[start], after])[step_events]
 
     return RatePath(
@@ -170,7 +170,6 @@ def rate_path(
         events=events.astype(np.int32),
         step_events=step_events,
         coarse_shape=(h16, w16),
-        medium_shape=(h8, w8),
     )
 
 
@@ -212,27 +211,37 @@ def choose_for_size(path: RatePath, max_bytes: int) -> RateChoice:
     return RateChoice(step, int(path.sizes[step]), True)
 
 
-def dataset_steps(paths: list[RateSummary], global_release: int) -> list[int]:
-    """Per-image steps when the `global_release` highest-threshold steps of the whole set are taken.
+def global_release_order(paths: list[RateSummary]) -> np.ndarray:
+    """The image each step of the whole set belongs to, highest threshold first.
 
-    Each image's steps come in falling threshold order, so every image takes a
-    prefix of its path. Ties go to the earlier image, then the earlier step.
+    Each image's steps come in falling threshold order, so any prefix of this
+    order takes a prefix of every image's path. Ties go to the earlier image,
+    then the earlier step.
     """
     thresholds = np.concatenate([p.step_thresholds for p in paths])
     image = np.concatenate([np.full(p.steps, number) for number, p in enumerate(paths)])
     rank = np.concatenate([np.arange(p.steps) for p in paths])
-    order = np.lexsort((rank, image, -thresholds.astype(np.float64)))
-    counts = np.bincount(image[order[:global_release]], minlength=len(paths))
-    return [int(c) for c in counts]
+    return image[np.lexsort((rank, image, -thresholds.astype(np.float64)))]
+
+
+def dataset_steps(paths: list[RateSummary], global_release: int, order: np.ndarray | None = None) -> list[int]:
+    """Per-image steps when the `global_release` highest-threshold steps of the whole set are taken.
+
+    order: global_release_order(paths), when the caller asks for many releases.
+    """
+    if order is None:
+        order = global_release_order(paths)
+    return [int(c) for c in np.bincount(order[:global_release], minlength=len(paths))]
 
 
 def choose_dataset(paths: list[RateSummary], pixels: list[int], target_bpp: float) -> tuple[list[int], bool]:
     """Per-image steps meeting a dataset bpp (total bits / total pixels) nearest the target."""
     total_pixels = sum(pixels)
     total_steps = sum(p.steps for p in paths)
+    order = global_release_order(paths)  # once: the bisection below asks for many releases
 
     def dataset_bpp(release: int) -> float:
-        steps = dataset_steps(paths, release)
+        steps = dataset_steps(paths, release, order)
         return 8.0 * sum(int(p.sizes[s]) for p, s in zip(paths, steps, strict=True)) / total_pixels
 
     low, high = 0, total_steps
@@ -247,4 +256,4 @@ def choose_dataset(paths: list[RateSummary], pixels: list[int], target_bpp: floa
     best = low
     if best < total_steps and abs(dataset_bpp(best + 1) - target_bpp) < abs(dataset_bpp(best) - target_bpp):
         best += 1
-    return dataset_steps(paths, best), reachable
+    return dataset_steps(paths, best, order), reachable
