@@ -185,6 +185,54 @@ def test_init_weights_continues_the_recorded_history(tmp_path, image_dir, metric
     assert follow_up.step == 3
 
 
+def test_init_checkpoint_grows_the_codebook_and_keeps_the_rest(tmp_path, image_dir, metric_weights):
+    Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=3)).run()
+    first = torch.load(tmp_path / "first" / "checkpoint.pt", weights_only=True)
+    grown_model = {**TINY, "codebook_size": 48}
+    follow_up = Trainer(
+        config(
+            tmp_path / "second",
+            image_dir,
+            metric_weights,
+            model=grown_model,
+            max_steps=4,
+            dead_code_interval=0,
+            init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
+        )
+    )
+    assert follow_up.step == 3 and follow_up.crops_seen == 6
+    codebook = follow_up.model.quantizer.codebook
+    assert codebook.shape == (48, 4)
+    assert torch.equal(codebook.detach()[:32], first["model"]["quantizer.codebook"])
+    for name, value in follow_up.discriminator.state_dict().items():
+        assert torch.equal(value, first["discriminator"][name]), name
+    moments = follow_up.opt_g.state[codebook]
+    assert moments["exp_avg"].shape == (48, 4) and not moments["exp_avg"][32:].any()
+    assert follow_up.codes_to_seed.tolist() == [False] * 32 + [True] * 16
+
+    follow_up.run()
+    assert follow_up.step == 4 and not follow_up.codes_to_seed.any()
+    new_codes = follow_up.model.quantizer.codebook.detach()[32:]
+    assert new_codes.abs().sum(1).gt(0).all(), "every added code was seeded from encoder outputs"
+    assert len({tuple(row.tolist()) for row in new_codes}) == 16
+    resumed = torch.load(tmp_path / "second" / "checkpoint.pt", weights_only=True)
+    assert resumed["codebook_initialised"] and resumed["code_usage_ema"].shape == (48,)
+
+
+def test_init_checkpoint_refuses_to_shrink_the_codebook(tmp_path, image_dir, metric_weights):
+    Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=1)).run()
+    with pytest.raises(ValueError, match="cannot shrink"):
+        Trainer(
+            config(
+                tmp_path / "second",
+                image_dir,
+                metric_weights,
+                model={**TINY, "codebook_size": 16},
+                init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
+            )
+        )
+
+
 def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
     import subprocess
     import sys

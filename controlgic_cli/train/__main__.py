@@ -30,7 +30,14 @@ def main() -> None:
 @click.option(
     "--init-weights", type=click.Path(exists=True, dir_okay=False), help="Start a new run from these weights."
 )
-def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threads, init_weights) -> None:
+@click.option(
+    "--init-checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start a new run from another run's checkpoint.pt (a larger codebook_size grows its codebook).",
+)
+def run(
+    config_file, data_dir, run_dir, metric_weights, device, max_steps, threads, init_weights, init_checkpoint
+) -> None:
     """Train (or resume) a run."""
     from .loop import Trainer
 
@@ -42,6 +49,7 @@ def run(config_file, data_dir, run_dir, metric_weights, device, max_steps, threa
         "max_steps": max_steps,
         "threads": threads,
         "init_weights": init_weights,
+        "init_checkpoint": init_checkpoint,
     }
     if config_file:
         config = TrainConfig.from_file(config_file, **overrides)

@@ -18,6 +18,11 @@ class TrainConfig:
     metric_weights_dir: str = ""
     # Start a new run from a shipped weights file (ignored when RUN_DIR has a checkpoint).
     init_weights: str = ""
+    # Start a new run from another run's checkpoint.pt: network, EMA, discriminator,
+    # optimisers and history carry on (ignored when RUN_DIR has a checkpoint). A larger
+    # model.codebook_size than the checkpoint's grows the codebook: old codes keep their
+    # rows, new ones are seeded from encoder outputs at the first step.
+    init_checkpoint: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
     device: str = "cpu"

@@ -58,6 +58,33 @@ def _plain_strides_for_per_channel_parameters(module: torch.nn.Module) -> None:
             parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
 
 
+def grow_codebook_state(state: dict, codebook_size: int, codebook_index: int) -> torch.Tensor:
+    """Pad a checkpoint's codebook to codebook_size rows, in place; returns a mask of the new rows.
+
+    The rows are added to the network, its EMA, the generator optimiser's moments
+    (zero, like a restarted code's) and the usage record; the caller seeds them.
+    """
+    codebook = state["model"]["quantizer.codebook"]
+    old_size = codebook.shape[0]
+    if codebook_size < old_size:
+        raise ValueError(f"the checkpoint has {old_size} codes; a codebook cannot shrink to {codebook_size}")
+    extra = codebook_size - old_size
+
+    def padded(tensor: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        return torch.cat([tensor, tensor.new_full((extra, *tensor.shape[1:]), fill)])
+
+    state["model"]["quantizer.codebook"] = padded(codebook)
+    state["ema"]["quantizer.codebook"] = padded(state["ema"]["quantizer.codebook"])
+    moments = state["opt_g"]["state"].get(codebook_index, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in moments:
+            moments[key] = padded(moments[key])
+    state["code_usage_ema"] = padded(state["code_usage_ema"])
+    added = torch.zeros(codebook_size, dtype=torch.bool)
+    added[old_size:] = True
+    return added
+
+
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
@@ -96,7 +123,9 @@ class Trainer:
         self.step = 0
         self.crops_seen = 0
         self.train_seconds = 0.0
-        self.codebook_initialised = False
+        # Codes that get encoder outputs as their first values at the next step: all of
+        # them in a fresh run, the added ones after a codebook growth, none on resume.
+        self.codes_to_seed = torch.ones(config.model.codebook_size, dtype=torch.bool)
         self.code_usage_ema = torch.ones(config.model.codebook_size)
         self._stop = False
         self._resume()
@@ -120,7 +149,7 @@ class Trainer:
             "step": self.step,
             "crops_seen": self.crops_seen,
             "train_seconds": self.train_seconds,
-            "codebook_initialised": self.codebook_initialised,
+            "codebook_initialised": not bool(self.codes_to_seed.any()),
             "code_usage_ema": self.code_usage_ema,
             "rng_numpy": rng_states[0],
             "rng_numpy_ranks": rng_states,
@@ -133,12 +162,24 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self._checkpoint_path()
-        if not path.exists():
-            if self.config.init_weights:
-                self._init_from_weights(self.config.init_weights)
-            return
-        # Our own checkpoint, written by save_checkpoint; weights_only refuses pickled code anyway.
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        if path.exists():
+            # Our own checkpoint, written by save_checkpoint; weights_only refuses pickled code anyway.
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self._load_state(state)
+            rng_states = state.get("rng_numpy_ranks", [state["rng_numpy"]])
+            if len(rng_states) == self.replicas.world_size:
+                self.rng.bit_generator.state = json.loads(rng_states[self.replicas.rank])
+            else:
+                # A different number of replicas than the run was saved with: fresh, distinct streams.
+                self.rng = np.random.default_rng([self.config.seed, self.replicas.rank, self.step])
+            torch.set_rng_state(state["rng_torch"].cpu())
+            self.log({"event": "resumed", "step": self.step, "replicas": self.replicas.world_size})
+        elif self.config.init_checkpoint:
+            self._init_from_checkpoint(self.config.init_checkpoint)
+        elif self.config.init_weights:
+            self._init_from_weights(self.config.init_weights)
+
+    def _load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.discriminator.load_state_dict(state["discriminator"])
@@ -147,16 +188,31 @@ class Trainer:
         self.step = int(state["step"])
         self.crops_seen = int(state["crops_seen"])
         self.train_seconds = float(state["train_seconds"])
-        self.codebook_initialised = bool(state["codebook_initialised"])
+        self.codes_to_seed[:] = not state["codebook_initialised"]
         self.code_usage_ema = state["code_usage_ema"].cpu()
-        rng_states = state.get("rng_numpy_ranks", [state["rng_numpy"]])
-        if len(rng_states) == self.replicas.world_size:
-            self.rng.bit_generator.state = json.loads(rng_states[self.replicas.rank])
-        else:
-            # A different number of replicas than the run was saved with: fresh, distinct streams.
-            self.rng = np.random.default_rng([self.config.seed, self.replicas.rank, self.step])
-        torch.set_rng_state(state["rng_torch"].cpu())
-        self.log({"event": "resumed", "step": self.step, "replicas": self.replicas.world_size})
+
+    def _init_from_checkpoint(self, checkpoint_path: str) -> None:
+        """Continue another run's checkpoint as a new run, growing the codebook if asked.
+
+        Everything the GAN balance depends on (discriminator, both optimisers'
+        moments) carries over, which restarting from a weights file would lose.
+        Crops and ratios are drawn afresh (seeded by the step), not replayed.
+        """
+        state = torch.load(checkpoint_path, map_location=self.device, weights_only=True)
+        codebook_index = next(i for i, p in enumerate(self.model.parameters()) if p is self.model.quantizer.codebook)
+        old_size = state["model"]["quantizer.codebook"].shape[0]
+        added = grow_codebook_state(state, self.config.model.codebook_size, codebook_index)
+        self._load_state(state)
+        self.codes_to_seed |= added
+        self.rng = np.random.default_rng([self.config.seed, self.replicas.rank, self.step])
+        self.log(
+            {
+                "event": "initialised from checkpoint",
+                "path": str(checkpoint_path),
+                "step": self.step,
+                "codebook_size": [old_size, self.config.model.codebook_size],
+            }
+        )
 
     def _init_from_weights(self, weights_path: str) -> None:
         """Continue from a weights file: network and EMA start there, optimisers start fresh.
@@ -170,7 +226,7 @@ class Trainer:
         state = loaded.network.state_dict()
         self.model.load_state_dict(state)
         self.ema.load_state_dict(state)
-        self.codebook_initialised = True
+        self.codes_to_seed[:] = False
         history = json.loads(loaded.metadata.get("training", "{}"))
         self.step = int(history.get("steps", 0))
         self.crops_seen = int(history.get("crops_seen", 0))
@@ -224,11 +280,11 @@ class Trainer:
         masks = MaskSet(*(m.to(self.device) for m in (masks.fine, masks.medium, masks.coarse)))
         x = to_model_input(batch, self.device, cfg.channels_last)
 
-        if not self.codebook_initialised:
+        if self.codes_to_seed.any():
             with torch.no_grad():
                 latents = torch.cat([self._flat_latents(z) for z in self.model.encoder(x)])
-            self._restart_codes(latents, torch.ones(cfg.model.codebook_size, dtype=torch.bool))
-            self.codebook_initialised = True
+            self._restart_codes(latents, self.codes_to_seed)
+            self.codes_to_seed[:] = False
 
         lr = cfg.lr_at(self.step)
         for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
