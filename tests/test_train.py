@@ -233,6 +233,33 @@ def test_init_checkpoint_refuses_to_shrink_the_codebook(tmp_path, image_dir, met
         )
 
 
+def test_dists_term_joins_the_loss_on_the_first_crops(tmp_path, image_dir, metric_weights):
+    if not (metric_weights / "dists_vgg16.safetensors").is_file():
+        pytest.skip("DISTS weights not found")
+    trainer = Trainer(config(tmp_path, image_dir, metric_weights, dists_weight=2.0, dists_crops=1, gan_start_step=100))
+    calls = []
+    original = trainer.judge.dists.forward
+
+    def spy(a, b):
+        calls.append(a.shape[0])
+        return original(a, b)
+
+    trainer.judge.dists.forward = spy
+    stats = trainer.train_step()
+    assert calls == [1], "DISTS sees only dists_crops crops"
+    assert stats["dists"] > 0
+    expected = stats["mse"] + stats["lpips"] + 2.0 * stats["dists"] + stats["vq"]
+    assert stats["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_dists_term_needs_the_dists_weights(tmp_path, image_dir, metric_weights):
+    only_lpips = tmp_path / "metrics"
+    only_lpips.mkdir()
+    (only_lpips / "lpips_alex_v0.1.safetensors").symlink_to(metric_weights / "lpips_alex_v0.1.safetensors")
+    with pytest.raises(ValueError, match="needs DISTS weights"):
+        Trainer(config(tmp_path / "run", image_dir, only_lpips, dists_weight=1.0))
+
+
 def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
     import subprocess
     import sys

@@ -43,6 +43,10 @@ class TrainConfig:
     # Loss weights (paper Eq. 9-11): beta * (MSE + LPIPS) + VQ + gan_weight * GAN.
     mse_weight: float = 1.0
     lpips_weight: float = 1.0
+    # Optional DISTS term (VGG16, about 2.5x a whole base step per 8 crops on a CPU),
+    # so only on the first dists_crops crops of each batch (0: all of them).
+    dists_weight: float = 0.0
+    dists_crops: int = 0
     gan_weight: float = 0.1
     gan_start_step: int = 30_000
     # Scale the GAN term so its gradient at the decoder's last layer is gan_weight

@@ -106,6 +106,8 @@ class Trainer:
         self.discriminator = PatchDiscriminator().to(self.device, memory_format=memory_format)
         self.judge = Judge(config.metric_weights_dir, self.device)
         self.lpips = self.judge.lpips
+        if config.dists_weight > 0 and self.judge.dists is None:
+            raise ValueError(f"dists_weight > 0 needs DISTS weights in {config.metric_weights_dir}")
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
         # The modules the losses run through: DDP wrappers that average gradients over
@@ -298,7 +300,9 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=False):
                 # In float32 even in bf16 runs: LPIPS differences are small and bf16 blurs their gradient.
                 lpips = self.lpips(x_hat, x).mean()
-            loss = cfg.mse_weight * mse + cfg.lpips_weight * lpips + out.vq_loss
+                dists = self._dists_loss(x_hat, x) if cfg.dists_weight > 0 else torch.zeros(())
+            reconstruction = cfg.mse_weight * mse + cfg.lpips_weight * lpips + cfg.dists_weight * dists
+            loss = reconstruction + out.vq_loss
             gan_g = torch.zeros(())
             gan_scale = 0.0
             if use_gan:
@@ -308,7 +312,7 @@ class Trainer:
                 self.discriminator.requires_grad_(True)
                 gan_scale = cfg.gan_weight
                 if cfg.gan_adaptive:
-                    gan_scale *= self._adaptive_gan_scale(cfg.mse_weight * mse + cfg.lpips_weight * lpips, gan_g)
+                    gan_scale *= self._adaptive_gan_scale(reconstruction, gan_g)
                 loss = loss + gan_scale * gan_g
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -337,6 +341,7 @@ class Trainer:
             "loss": loss.item(),
             "mse": mse.item(),
             "lpips": lpips.item(),
+            "dists": dists.item(),
             "vq": out.vq_loss.item(),
             "gan_g": gan_g.item(),
             "gan_d": gan_d.item(),
@@ -344,6 +349,11 @@ class Trainer:
             "restarted": restarted,
             "lr": lr,
         }
+
+    def _dists_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        crops = self.config.dists_crops or x.shape[0]
+        # DISTS reads [0, 1] images; the network works on [-1, 1].
+        return self.judge.dists((x_hat[:crops] + 1) / 2, (x[:crops] + 1) / 2).mean()
 
     def _adaptive_gan_scale(self, reconstruction_loss: torch.Tensor, gan_loss: torch.Tensor) -> float:
         """taming's balance: ||grad rec|| / ||grad GAN|| at the decoder's last layer.
