@@ -300,9 +300,10 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=False):
                 # In float32 even in bf16 runs: LPIPS differences are small and bf16 blurs their gradient.
                 lpips = self.lpips(x_hat, x).mean()
-                dists = self._dists_loss(x_hat, x) if cfg.dists_weight > 0 else torch.zeros(())
-            reconstruction = cfg.mse_weight * mse + cfg.lpips_weight * lpips + cfg.dists_weight * dists
-            loss = reconstruction + out.vq_loss
+            # DISTS stays under autocast: in float32 its VGG16 would double the step's time.
+            dists = self._dists_loss(x_hat, x) if cfg.dists_weight > 0 else torch.zeros(())
+            reconstruction = cfg.mse_weight * mse + cfg.lpips_weight * lpips
+            loss = reconstruction + cfg.dists_weight * dists + out.vq_loss
             gan_g = torch.zeros(())
             gan_scale = 0.0
             if use_gan:
@@ -312,6 +313,8 @@ class Trainer:
                 self.discriminator.requires_grad_(True)
                 gan_scale = cfg.gan_weight
                 if cfg.gan_adaptive:
+                    # Balanced against pixel + LPIPS only: DISTS's gradient is several times
+                    # theirs, and counting it would quietly strengthen the GAN term as well.
                     gan_scale *= self._adaptive_gan_scale(reconstruction, gan_g)
                 loss = loss + gan_scale * gan_g
         self.opt_g.zero_grad(set_to_none=True)
@@ -353,7 +356,7 @@ class Trainer:
     def _dists_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         crops = self.config.dists_crops or x.shape[0]
         # DISTS reads [0, 1] images; the network works on [-1, 1].
-        return self.judge.dists((x_hat[:crops] + 1) / 2, (x[:crops] + 1) / 2).mean()
+        return self.judge.dists((x_hat[:crops] + 1) / 2, (x[:crops] + 1) / 2).float().mean()
 
     def _adaptive_gan_scale(self, reconstruction_loss: torch.Tensor, gan_loss: torch.Tensor) -> float:
         """taming's balance: ||grad rec|| / ||grad GAN|| at the decoder's last layer.
