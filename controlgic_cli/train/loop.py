@@ -70,8 +70,8 @@ def grow_codebook_state(state: dict, codebook_size: int, codebook_index: int) ->
         raise ValueError(f"the checkpoint has {old_size} codes; a codebook cannot shrink to {codebook_size}")
     extra = codebook_size - old_size
 
-    def padded(tensor: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        return torch.cat([tensor, tensor.new_full((extra, *tensor.shape[1:]), fill)])
+    def padded(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tensor, tensor.new_zeros((extra, *tensor.shape[1:]))])
 
     state["model"]["quantizer.codebook"] = padded(codebook)
     state["ema"]["quantizer.codebook"] = padded(state["ema"]["quantizer.codebook"])
