@@ -20,7 +20,7 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -44,6 +44,7 @@ class EncodeSettings:
     overwrite: bool = False
     skip_existing: bool = False  # an existing output counts as done (resuming an interrupted batch)
     torch_threads: int | None = None  # set in each worker process by engines that own their workers
+    tune: str = "perceptual"  # or "psnr": Codec.analyse_many
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,7 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
     """
     began = time.perf_counter()
     try:
-        analyses = _codec(settings).analyse_many(sources)
+        analyses = _codec(settings).analyse_many(sources, settings.tune)
     except (CgicError, OSError):
         analyses = [None] * len(sources)
     return analyses, (time.perf_counter() - began) / len(sources)
@@ -155,7 +156,7 @@ def _write_one(
     try:
         codec = _codec(settings)
         if analysis is None:
-            analysis = codec.analyse(source)
+            analysis = codec.analyse(source, settings.tune)
         if step is not None:
             path = codec.rate_path(analysis)
             result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
@@ -175,6 +176,7 @@ def _write_one(
         "width": stats.width,
         "height": stats.height,
         "ratios": list(stats.ratios),
+        "tune": settings.tune,
         "tokens": dict(zip(GRANULARITY_NAMES, stats.token_counts, strict=True)),
         "section_bytes": stats.section_bytes,
         "seconds": round(seconds + time.perf_counter() - began, 3),
@@ -209,7 +211,7 @@ def _summarise_one(task: FileTask, settings: EncodeSettings, source: SourceImage
     try:
         codec = _codec(settings)
         if analysis is None:
-            analysis = codec.analyse(source)
+            analysis = codec.analyse(source, settings.tune)
     except (CgicError, OSError) as exc:
         return FileSummary(task, None, 0, error_text(exc))
     return FileSummary(task, codec.rate_path(analysis).summary(), source.width * source.height)
@@ -253,6 +255,9 @@ def run_ordered(work: Callable, items: Iterable, jobs: int) -> Iterator:
     every convolution over all cores. At most 2 x jobs items are in flight,
     so memory does not grow with the batch.
     """
+    if isinstance(items, Sized):
+        # Workers beyond the items would idle while holding their share of the cores.
+        jobs = min(jobs, len(items))
     if jobs <= 1:
         yield from map(work, items)
         return

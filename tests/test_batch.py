@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from controlgic_cli.api import Codec
-from controlgic_cli.batch import EncodeSettings, FileTask, encode_local
+from controlgic_cli.batch import EncodeSettings, FileTask, default_jobs, encode_local, run_ordered
 from controlgic_cli.cli import main
 
 from .conftest import synthetic_photo
@@ -187,3 +188,15 @@ def test_dataset_summaries_share_network_passes_and_match_one_at_a_time(same_siz
         if a.rates is not None:
             assert (a.rates.sizes == b.rates.sizes).all()
             assert (a.rates.step_thresholds == b.rates.step_thresholds).all()
+
+
+def test_a_single_item_keeps_all_threads():
+    """One file with the default --jobs (one per core) must not run on a fraction of the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert list(run_ordered(lambda _: torch.get_num_threads(), ["only"], jobs=2)) == [2]
+        shared = max(1, default_jobs() // 2)
+        assert list(run_ordered(lambda _: torch.get_num_threads(), ["a", "b"], jobs=2)) == [shared, shared]
+    finally:
+        torch.set_num_threads(before)
