@@ -28,6 +28,7 @@ from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
 from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_size, rate_path
 from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
+from .refine import TUNES
 from .tiling import DEFAULT_TILES, TileSpec
 
 BLOCK = 16
@@ -126,16 +127,26 @@ class Codec:
         return self.model.model_id
 
     # ----- encoding -----------------------------------------------------------------
-    def analyse(self, image: ImageSource | SourceImage) -> Analysis:
-        return self.analyse_many([image])[0]
+    def analyse(self, image: ImageSource | SourceImage, tune: str = "perceptual") -> Analysis:
+        return self.analyse_many([image], tune)[0]
 
-    def analyse_many(self, images: list[ImageSource | SourceImage]) -> list[Analysis]:
-        """analyse() of each image; same-size images go through the network together (the same results)."""
+    def analyse_many(self, images: list[ImageSource | SourceImage], tune: str = "perceptual") -> list[Analysis]:
+        """analyse() of each image; same-size images go through the network together (the same results).
+
+        tune "perceptual" takes the code nearest to each latent (what the
+        decoder was trained on); "psnr" searches for indices that decode
+        closer to the image, at about the same size (refine.py; seconds per image).
+        """
+        if tune not in TUNES:
+            raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
         sources = [image if isinstance(image, SourceImage) else load_image(image) for image in images]
         for source in sources:
             _check_size(source.width, source.height)
         padded = [pad_to_block(source.rgb) for source in sources]
-        indices = self.network.encode_indices_many(padded)
+        if tune == "psnr":
+            indices = [self.network.refined_indices(rgb) for rgb in padded]
+        else:
+            indices = self.network.encode_indices_many(padded)
         return [
             Analysis(source, patch_entropy(rgb), maps)
             for source, rgb, maps in zip(sources, padded, indices, strict=True)
@@ -192,19 +203,23 @@ class Codec:
         )
         return EncodeResult(data, stats, list(source.warnings))
 
-    def encode(self, image: ImageSource | SourceImage, ratios=DEFAULT_RATIOS) -> EncodeResult:
-        return self.encode_analysis(self.analyse(image), ratios_to_ppm(ratios))
+    def encode(self, image: ImageSource | SourceImage, ratios=DEFAULT_RATIOS, tune: str = "perceptual") -> EncodeResult:
+        return self.encode_analysis(self.analyse(image, tune), ratios_to_ppm(ratios))
 
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
         return rate_path(analysis.entropy, analysis.indices, self.coders)
 
     def encode_to_target(
-        self, image: ImageSource | SourceImage, target_bpp: float | None = None, target_size: int | None = None
+        self,
+        image: ImageSource | SourceImage,
+        target_bpp: float | None = None,
+        target_size: int | None = None,
+        tune: str = "perceptual",
     ) -> EncodeResult:
         """One network pass, then the plan nearest target_bpp, or the largest within target_size bytes."""
         _check_target(target_bpp, target_size)  # before the network pass, not after
-        return self.encode_analysis_to_target(self.analyse(image), target_bpp, target_size)
+        return self.encode_analysis_to_target(self.analyse(image, tune), target_bpp, target_size)
 
     def encode_analysis_to_target(
         self, analysis: Analysis, target_bpp: float | None = None, target_size: int | None = None
@@ -219,12 +234,12 @@ class Codec:
         return self.encode_choice(analysis, path, choice)
 
     def encode_dataset(
-        self, images: list[ImageSource | SourceImage | Analysis], target_bpp: float
+        self, images: list[ImageSource | SourceImage | Analysis], target_bpp: float, tune: str = "perceptual"
     ) -> list[EncodeResult]:
         """Meet a mean bpp (total bits / total pixels) over a set, sharing one entropy threshold."""
         if not target_bpp > 0:
             raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
-        analyses = [image if isinstance(image, Analysis) else self.analyse(image) for image in images]
+        analyses = [image if isinstance(image, Analysis) else self.analyse(image, tune) for image in images]
         paths = [self.rate_path(a) for a in analyses]
         pixels = [a.source.width * a.source.height for a in analyses]
         steps, reachable = choose_dataset(paths, pixels, target_bpp)
@@ -285,9 +300,15 @@ def get_codec(weights: str | None = None, device: str = "auto") -> Codec:
     return Codec(weights, device)
 
 
-def encode(image: ImageSource, ratios=DEFAULT_RATIOS, weights: str | None = None, device: str = "auto") -> bytes:
+def encode(
+    image: ImageSource,
+    ratios=DEFAULT_RATIOS,
+    weights: str | None = None,
+    device: str = "auto",
+    tune: str = "perceptual",
+) -> bytes:
     """Encode an image (path, bytes, PIL image or uint8/uint16 array) to .cgic bytes."""
-    return get_codec(weights, device).encode(image, ratios).data
+    return get_codec(weights, device).encode(image, ratios, tune).data
 
 
 def decode(data: bytes, weights: str | None = None, device: str = "auto") -> Image.Image:

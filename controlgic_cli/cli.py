@@ -182,6 +182,14 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     help="With --target-bpp: hit it on every image, or on the mean over all inputs "
     "(one shared entropy threshold; complex images get more bits).",
 )
+@click.option(
+    "--tune",
+    type=click.Choice(["perceptual", "psnr"]),
+    default="perceptual",
+    show_default=True,
+    help="perceptual: keep texture (the model as trained). psnr: search for indices that decode closer to "
+    "the pixels: about +0.9 dB at the same size, less texture, encoding ~25x slower.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @click.option(
     "--skip-existing",
@@ -226,6 +234,7 @@ def encode(
     target_bpp,
     target_size,
     budget,
+    tune,
     force,
     skip_existing,
     manifest,
@@ -256,7 +265,7 @@ def encode(
     if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
         raise click.UsageError("--engine dask reads and writes files, not '-'")
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
-    settings = EncodeSettings(ratios, target_bpp, target_size, weights, device, force, skip_existing)
+    settings = EncodeSettings(ratios, target_bpp, target_size, weights, device, force, skip_existing, tune=tune)
     dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
     try:
@@ -446,8 +455,8 @@ def info(inputs, as_json, verbose) -> None:
     "--codecs",
     default="cgic,jpeg,webp,avif",
     show_default=True,
-    help="Comma-separated: cgic, jpeg, webp, avif, jxl (AVIF needs a Pillow built with it; "
-    'jxl needs pip install "cgic[eval]").',
+    help="Comma-separated: cgic, cgic-psnr (cgic with --tune psnr), jpeg, webp, avif, jxl "
+    '(AVIF needs a Pillow built with it; jxl needs pip install "cgic[eval]").',
 )
 @click.option("--targets", default="0.1,0.2,0.39,0.6", show_default=True, help="Comma-separated target bpp.")
 @click.option(

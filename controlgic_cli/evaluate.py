@@ -38,7 +38,9 @@ CLASSIC_CODECS = {
     # JPEG XL through pillow-jxl-plugin (pip install "cgic[eval]"), when installed.
     "jxl": ("JXL", {"effort": 7}),
 }
-ALL_CODECS = ("cgic", "jpeg", "webp", "avif", "jxl")
+# cgic at each --tune, under its own codec name.
+CGIC_TUNES = {"cgic": "perceptual", "cgic-psnr": "psnr"}
+ALL_CODECS = (*CGIC_TUNES, "jpeg", "webp", "avif", "jxl")
 METRICS = ("psnr", "ms_ssim", "lpips", "dists", "niqe")
 # CompressAI's key names for the metrics they share with us.
 COMPRESSAI_KEYS = {"psnr": "psnr-rgb", "ms_ssim": "ms-ssim-rgb", "lpips": "lpips", "dists": "dists", "niqe": "niqe"}
@@ -74,7 +76,7 @@ def _jxl_available() -> bool:
 
 def available_codecs() -> list[str]:
     checks = {"AVIF": lambda: bool(features.check("avif")), "JXL": _jxl_available}
-    return ["cgic"] + [name for name, (fmt, _) in CLASSIC_CODECS.items() if checks.get(fmt, lambda: True)()]
+    return [*CGIC_TUNES] + [name for name, (fmt, _) in CLASSIC_CODECS.items() if checks.get(fmt, lambda: True)()]
 
 
 def encode_classic(rgb: np.ndarray, codec: str, quality: int) -> bytes:
@@ -150,7 +152,7 @@ def evaluate_folder(
     if limit:
         files = files[:limit]
     suite = MetricSuite(metric_weights)
-    codec = Codec(weights, device="cpu") if "cgic" in codecs else None
+    codec = Codec(weights, device="cpu") if set(CGIC_TUNES) & set(codecs) else None
     # A bar on a terminal (tqdm's disable=None); the per-row lines go through it so they do not break it.
     bar = tqdm(total=len(files) * len(codecs) * len(targets), file=sys.stderr, disable=None if show_bar else True)
     say = progress
@@ -160,18 +162,25 @@ def evaluate_folder(
             bar.write(message, file=sys.stderr)
 
     for path in files:
-        rgb = load_image(path).rgb
+        source = load_image(path)
+        rgb = source.rgb
         pixels = rgb.shape[0] * rgb.shape[1]
         for name in codecs:
+            analysis = None  # one network pass (and search, for cgic-psnr) serves every target
             for target in targets:
                 bar.update()
                 if (path.name, name, f"{target:g}") in done:
                     continue
                 started = time.perf_counter()
-                if name == "cgic":
-                    result = codec.encode_to_target(rgb, target_bpp=target)
+                if name in CGIC_TUNES:
+                    if analysis is None:
+                        analysis = codec.analyse(source, CGIC_TUNES[name])
+                        analysis_s = time.perf_counter() - started
+                        started = time.perf_counter()
+                    result = codec.encode_analysis_to_target(analysis, target_bpp=target)
                     data, setting = result.data, ",".join(f"{r:.4f}" for r in result.stats.ratios)
-                    encode_s = time.perf_counter() - started
+                    # What producing this one file costs: the shared pass plus its own writing.
+                    encode_s = analysis_s + time.perf_counter() - started
                     started = time.perf_counter()
                     decoded = np.asarray(codec.decode(data).convert("RGB"))
                 else:
@@ -194,10 +203,10 @@ def evaluate_folder(
     rows = [row for row in read_rows(rows_path) if row.codec in codecs and row.target_bpp in targets]
     write_summaries(out_dir, rows, targets)
     plot_curves(out_dir, rows, targets, progress)
-    if gallery_images and codec is not None:
+    if gallery_images and "cgic" in codecs:
         from .gallery import gallery_strip
 
-        classic = [name for name in codecs if name != "cgic"]
+        classic = [name for name in codecs if name not in CGIC_TUNES]
         for path in files[:gallery_images]:
             for target in targets:
                 out = out_dir / f"gallery-{path.stem}-{target:g}bpp.png"
@@ -221,7 +230,12 @@ def write_summaries(out_dir: Path, rows: list[Row], targets: list[float]) -> Non
                     results.setdefault(COMPRESSAI_KEYS[metric], []).append(float(np.mean(values)))
             results.setdefault("encoding_time", []).append(float(np.mean([row.encode_s for row in subset])))
             results.setdefault("decoding_time", []).append(float(np.mean([row.decode_s for row in subset])))
-        description = "cgic rate control (--target-bpp)" if name == "cgic" else f"Pillow {Image.__version__}"
+        if name not in CGIC_TUNES:
+            description = f"Pillow {Image.__version__}"
+        elif CGIC_TUNES[name] == "perceptual":
+            description = "cgic rate control (--target-bpp)"
+        else:
+            description = f"cgic rate control (--target-bpp, --tune {CGIC_TUNES[name]})"
         summary = {"name": name, "description": description, "results": results}
         (out_dir / f"summary-{name}.json").write_text(json.dumps(summary, indent=1))
 

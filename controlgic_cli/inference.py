@@ -12,10 +12,9 @@ import numpy as np
 import torch
 
 from .model import ControlGIC, Indices, MaskSet
-from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE
+from .model.config import COARSE_STRIDE, MEDIUM_STRIDE, STRIDES
+from .refine import RefineSettings, refine_indices
 from .tiling import DEFAULT_TILES, TileSpec, plan_tiles
-
-STRIDES = (FINE_STRIDE, MEDIUM_STRIDE, COARSE_STRIDE)
 
 
 class TiledNetwork:
@@ -35,6 +34,24 @@ class TiledNetwork:
             for full, part, stride in zip(maps, (indices.fine, indices.medium, indices.coarse), STRIDES, strict=True):
                 full[tile.core.scaled(stride)] = part[0][tile.core.within(tile.context, stride)].cpu().numpy()
         return maps
+
+    def refined_indices(
+        self, rgb: np.ndarray, settings: RefineSettings | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """encode_indices plus the search of refine.py (`--tune psnr`): indices decoding closer to the image."""
+        height, width = rgb.shape[:2]
+        latents = [
+            torch.zeros(1, self.network.config.latent_dim, height // s, width // s, device=self.device) for s in STRIDES
+        ]
+        with torch.no_grad():
+            for tile in plan_tiles(height, width, self.tiles):
+                parts = self.network.encoder(self._input(rgb[tile.context.scaled(1)][None]))
+                for full, part, stride in zip(latents, parts, STRIDES, strict=True):
+                    full[(..., *tile.core.scaled(stride))] = part[
+                        (..., *tile.core.within(tile.context, stride))
+                    ].float()
+        indices = refine_indices(self.network, self._input(rgb[None]), latents, settings)
+        return tuple(i.cpu().numpy() for i in indices)
 
     def encode_indices_many(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """encode_indices of each image; images of one shape that fit in one tile share forward passes.

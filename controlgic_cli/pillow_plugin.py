@@ -69,10 +69,11 @@ def _save(im: Image.Image, fp, filename) -> None:
 
     options = im.encoderinfo
     codec = get_codec(options.get("weights"), options.get("device", "auto"))
+    tune = options.get("tune", "perceptual")
     if "target_bpp" in options or "target_size" in options:
-        result = codec.encode_to_target(im, options.get("target_bpp"), options.get("target_size"))
+        result = codec.encode_to_target(im, options.get("target_bpp"), options.get("target_size"), tune)
     else:
-        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS))
+        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS), tune)
     fp.write(result.data)
 
 

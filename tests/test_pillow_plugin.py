@@ -52,6 +52,14 @@ def test_save_with_target_and_grey_mode(default_to_tiny, tmp_path):
     assert len(buffer.getvalue()) <= 300
 
 
+def test_save_passes_the_tune(default_to_tiny, tiny_weights):
+    image = synthetic_photo(32, 48, seed=2)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="CGIC", ratios=(0.3, 0.6, 0.1), tune="psnr")
+    assert buffer.getvalue() == Codec(tiny_weights, "cpu").encode(image, (0.3, 0.6, 0.1), tune="psnr").data
+    assert buffer.getvalue() != Codec(tiny_weights, "cpu").encode(image, (0.3, 0.6, 0.1)).data
+
+
 def test_damaged_file_raises_a_clear_unidentified_image_error(default_to_tiny, tmp_path):
     path = tmp_path / "x.cgic"
     Image.fromarray(synthetic_photo(32, 32)).save(path)

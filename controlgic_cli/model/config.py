@@ -17,6 +17,7 @@ from ..errors import ModelError
 FINE_STRIDE = 4
 MEDIUM_STRIDE = 8
 COARSE_STRIDE = 16
+STRIDES = (FINE_STRIDE, MEDIUM_STRIDE, COARSE_STRIDE)
 
 
 @dataclass(frozen=True)
