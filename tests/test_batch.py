@@ -179,7 +179,9 @@ def test_dataset_summaries_share_network_passes_and_match_one_at_a_time(same_siz
     codec = get_codec(settings.weights, settings.device)
     passes = []
     analyse_many = codec.analyse_many
-    monkeypatch.setattr(codec, "analyse_many", lambda sources: passes.append(len(sources)) or analyse_many(sources))
+    monkeypatch.setattr(
+        codec, "analyse_many", lambda sources, tune: passes.append(len(sources)) or analyse_many(sources, tune)
+    )
     together = batch_module.summarise_files(tasks, settings)
     assert passes == [6], "the six readable images go to the network as one group"
     assert [s.error != "" for s in together] == [p.name == "img6.png" for p in sorted(same_size_folder.iterdir())]
