@@ -188,7 +188,7 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     default="perceptual",
     show_default=True,
     help="perceptual: keep texture (the model as trained). psnr: search for indices that decode closer to "
-    "the pixels: about +0.9 dB at the same size, less texture, encoding ~25x slower.",
+    "the pixels: about +0.9 dB at the same size, less texture, encoding ~40x slower.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @click.option(
