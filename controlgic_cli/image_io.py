@@ -8,6 +8,8 @@ What happens to each kind of input (also in README "Input images"):
   RGBA, LA, P + transparency alpha is not coded: the colour channels are kept as stored,
                              alpha is dropped with a warning; decoded as RGB (or L)
   P (palette), CMYK, YCbCr   converted to RGB by Pillow
+  embedded colour profile    RGB and CMYK images whose ICC profile is not sRGB are converted
+                             to sRGB (relative colorimetric), with a note; decoded as sRGB
   EXIF orientation           applied before coding, so the decoded image is upright
   animated GIF/WebP/APNG     the first frame is coded, with a warning
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
 from .errors import ImageError
@@ -29,6 +31,7 @@ from .errors import ImageError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif"}
 GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 @dataclass
@@ -103,6 +106,8 @@ def _from_pil(im: Image.Image, name: str) -> SourceImage:
     )
     if has_alpha:
         notes.append(f"{name}: alpha channel is not coded and was dropped")
+    im = _to_srgb(im, name, notes)
+    mode = im.mode
     if mode in GREY_MODES or mode in ("LA", "La"):
         grey = _grey_u8(im)
         rgb = np.repeat(grey[..., None], 3, axis=2)
@@ -111,6 +116,33 @@ def _from_pil(im: Image.Image, name: str) -> SourceImage:
         rgb = np.asarray(im.convert("RGB"))
         colour = COLOUR_RGB_ALPHA_DROPPED if has_alpha else COLOUR_RGB
     return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes)
+
+
+def _to_srgb(im: Image.Image, name: str, notes: list[str]) -> Image.Image:
+    """The image in sRGB when it carries a colour profile of another RGB or CMYK space.
+
+    The network was trained on sRGB photos and decoded files carry no profile
+    (viewers then assume sRGB), so a Display P3 or Adobe RGB photo coded as
+    stored would come back with muted colours, and a CMYK one with wrong ones.
+    Grey profiles are left alone: grey stays grey either way.
+    """
+    icc = im.info.get("icc_profile")
+    if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
+        return im
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        description = ImageCms.getProfileDescription(profile).strip()
+        if "srgb" in description.lower():
+            return im
+        source = im.convert("RGB") if im.mode == "RGBA" else im
+        converted = ImageCms.profileToProfile(
+            source, profile, _SRGB, renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB"
+        )
+    except (OSError, ImageCms.PyCMSError) as exc:
+        notes.append(f"{name}: its colour profile cannot be used ({exc}); colours are coded as stored")
+        return im
+    notes.append(f"{name}: converted from its colour profile '{description}' to sRGB")
+    return converted
 
 
 def _grey_u8(im: Image.Image) -> np.ndarray:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from controlgic_cli.cli import main
 
+from .colour_profiles import matrix_profile
 from .conftest import synthetic_photo
 
 
@@ -57,6 +58,15 @@ def test_grey_and_rgba_inputs(tmp_path, tiny_weights):
         decoded = Image.open(tmp_path / f"{src.stem}-out.png")
         assert decoded.mode == mode and decoded.size == Image.open(src).size
     assert "alpha" in run(["encode", rgba, "-f", "--weights", tiny_weights]).stderr
+
+
+def test_a_photo_with_a_wide_gamut_profile_is_coded_in_srgb_with_a_note(tmp_path, tiny_weights):
+    src = tmp_path / "adobe.png"
+    Image.fromarray(synthetic_photo(24, 40)).save(src, icc_profile=matrix_profile("Test Adobe RGB"))
+    result = run(["encode", src, "--weights", tiny_weights])
+    assert result.exit_code == 0
+    assert "converted from its colour profile 'Test Adobe RGB' to sRGB" in result.stderr
+    assert "converted" not in run(["encode", src, "-f", "-q", "--weights", tiny_weights]).stderr
 
 
 def test_default_output_names(tmp_path, tiny_weights):

@@ -8,12 +8,13 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
 from controlgic_cli.errors import ImageError
 from controlgic_cli.image_io import encode_image_file, load_image, to_pil
 
+from .colour_profiles import matrix_profile
 from .conftest import synthetic_photo
 
 # ---------------------------------------------------------------------------
@@ -210,6 +211,55 @@ def test_cmyk_jpeg_is_converted_to_rgb():
     # JPEG is lossy: compare block centres with a tolerance.
     np.testing.assert_allclose(loaded.rgb[8, 4], (255, 0, 0), atol=8)
     np.testing.assert_allclose(loaded.rgb[8, 28], (0, 255, 0), atol=8)
+
+
+def two_colour_image(mode: str = "RGB") -> Image.Image:
+    """A mid grey half and a muted green half."""
+    image = Image.new(mode, (32, 16), (128, 128, 128, 255)[: len(mode)])
+    image.paste((60, 160, 60, 255)[: len(mode)], (16, 0, 32, 16))
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP"])
+def test_wide_gamut_profile_is_converted_to_srgb(fmt):
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    data = encoded(two_colour_image(), fmt, icc_profile=matrix_profile("Test Adobe RGB"), **options)
+    loaded = load_image(data)
+    assert loaded.colour_mode == COLOUR_RGB
+    assert loaded.warnings == ["image data: converted from its colour profile 'Test Adobe RGB' to sRGB"]
+    # Grey stays grey; a muted Adobe RGB green is a more saturated sRGB green (red and blue drop).
+    np.testing.assert_allclose(loaded.rgb[8, 4], (128, 128, 128), atol=2)
+    red, green, blue = loaded.rgb[8, 28].astype(int)
+    assert red < 20 and blue < 52 and abs(green - 160) <= 3, (red, green, blue)
+
+
+def test_rgba_with_a_profile_is_converted_and_warns_about_alpha():
+    data = encoded(two_colour_image("RGBA"), icc_profile=matrix_profile("Test Adobe RGB"))
+    loaded = load_image(data)
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED
+    assert len(loaded.warnings) == 2 and "sRGB" in loaded.warnings[1]
+    assert loaded.rgb[8, 28, 0] < 20
+
+
+def test_srgb_profile_leaves_values_and_says_nothing():
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = Image.fromarray(random_rgb(16, 32))
+    loaded = load_image(encoded(image, icc_profile=srgb))
+    np.testing.assert_array_equal(loaded.rgb, np.asarray(image))
+    assert loaded.warnings == []
+
+
+def test_unusable_profile_keeps_values_with_a_note():
+    image = Image.fromarray(random_rgb(16, 32))
+    loaded = load_image(encoded(image, icc_profile=b"not a colour profile"))
+    np.testing.assert_array_equal(loaded.rgb, np.asarray(image))
+    assert len(loaded.warnings) == 1 and "colour profile cannot be used" in loaded.warnings[0]
+
+
+def test_grey_image_with_a_profile_stays_grey():
+    grey = Image.new("L", (16, 16), 90)
+    loaded = load_image(encoded(grey, icc_profile=matrix_profile("Test Adobe RGB")))
+    assert loaded.colour_mode == COLOUR_GREY and (loaded.rgb == 90).all()
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

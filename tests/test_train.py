@@ -15,6 +15,7 @@ from controlgic_cli.model.weights import load_weights
 from controlgic_cli.train.config import TrainConfig
 from controlgic_cli.train.freeze import export_weights
 from controlgic_cli.train.loop import Trainer
+from controlgic_cli.train.validation import masks_for_batch
 
 from .conftest import synthetic_photo
 
@@ -228,6 +229,60 @@ def test_init_checkpoint_refuses_to_shrink_the_codebook(tmp_path, image_dir, met
                 image_dir,
                 metric_weights,
                 model={**TINY, "codebook_size": 16},
+                init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
+            )
+        )
+
+
+def test_init_checkpoint_adds_residual_blocks_that_start_as_identities(tmp_path, image_dir, metric_weights):
+    Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=2)).run()
+    first = Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=2))
+    grown_model = {**TINY, "encoder_blocks": [1, 2, 1], "decoder_blocks": [1, 2, 1, 1]}
+    follow_up = Trainer(
+        config(
+            tmp_path / "second",
+            image_dir,
+            metric_weights,
+            model=grown_model,
+            max_steps=3,
+            init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
+        )
+    )
+    assert follow_up.step == 2
+    assert len(list(follow_up.model.parameters())) > len(list(first.model.parameters()))
+
+    image = synthetic_photo(64, 64, seed=9)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    masks = masks_for_batch(image[None], [(300_000, 600_000, 100_000)])
+    for old, new in ((first.model, follow_up.model), (first.ema, follow_up.ema)):
+        old.eval()
+        new.eval()
+        with torch.no_grad():
+            assert torch.allclose(old(x, masks).reconstruction, new(x, masks).reconstruction, atol=1e-6)
+
+    # Adam moments follow their parameters by name; the added blocks have none yet.
+    old_moments = {name: first.opt_g.state[p] for name, p in first.model.named_parameters()}
+    for name, parameter in follow_up.model.named_parameters():
+        moments = follow_up.opt_g.state.get(parameter)
+        if name in old_moments:
+            assert torch.equal(moments["exp_avg"], old_moments[name]["exp_avg"]), name
+        else:
+            assert not moments, name
+    follow_up.run()
+    assert follow_up.step == 3
+    added_conv = follow_up.model.decoder.stage8.blocks[1].conv2.weight
+    assert added_conv.abs().sum() > 0, "the added block learns"
+
+
+def test_init_checkpoint_refuses_a_change_of_width(tmp_path, image_dir, metric_weights):
+    Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=1)).run()
+    with pytest.raises(ValueError, match="widths cannot change"):
+        Trainer(
+            config(
+                tmp_path / "second",
+                image_dir,
+                metric_weights,
+                model={**TINY, "decoder_channels": [16, 16, 12, 8]},
                 init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
             )
         )

@@ -19,9 +19,10 @@ class TrainConfig:
     # Start a new run from a shipped weights file (ignored when RUN_DIR has a checkpoint).
     init_weights: str = ""
     # Start a new run from another run's checkpoint.pt: network, EMA, discriminator,
-    # optimisers and history carry on (ignored when RUN_DIR has a checkpoint). A larger
-    # model.codebook_size than the checkpoint's grows the codebook: old codes keep their
-    # rows, new ones are seeded from encoder outputs at the first step.
+    # optimisers and history carry on (ignored when RUN_DIR has a checkpoint). The model
+    # may be larger than the checkpoint's (train/grow.py): a larger codebook_size adds
+    # codes, seeded from encoder outputs at the first step; more encoder_blocks or
+    # decoder_blocks add residual blocks that start as identities.
     init_checkpoint: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0

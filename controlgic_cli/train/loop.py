@@ -27,6 +27,7 @@ from ..model.weights import load_weights
 from ..ratios import PPM
 from .config import TrainConfig
 from .data import CropSampler, centre_crops, list_images, split_train_validation
+from .grow import grow_checkpoint
 from .losses import PatchDiscriminator, hinge_discriminator_loss, hinge_generator_loss
 from .parallel import setup, teardown
 from .validation import Judge, evaluate, masks_for_batch, to_model_input
@@ -56,33 +57,6 @@ def _plain_strides_for_per_channel_parameters(module: torch.nn.Module) -> None:
     for parameter in module.parameters():
         if parameter.dim() == 4 and parameter.shape[0] == 1 and parameter.shape[2:] == (1, 1):
             parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
-
-
-def grow_codebook_state(state: dict, codebook_size: int, codebook_index: int) -> torch.Tensor:
-    """Pad a checkpoint's codebook to codebook_size rows, in place; returns a mask of the new rows.
-
-    The rows are added to the network, its EMA, the generator optimiser's moments
-    (zero, like a restarted code's) and the usage record; the caller seeds them.
-    """
-    codebook = state["model"]["quantizer.codebook"]
-    old_size = codebook.shape[0]
-    if codebook_size < old_size:
-        raise ValueError(f"the checkpoint has {old_size} codes; a codebook cannot shrink to {codebook_size}")
-    extra = codebook_size - old_size
-
-    def padded(tensor: torch.Tensor) -> torch.Tensor:
-        return torch.cat([tensor, tensor.new_zeros((extra, *tensor.shape[1:]))])
-
-    state["model"]["quantizer.codebook"] = padded(codebook)
-    state["ema"]["quantizer.codebook"] = padded(state["ema"]["quantizer.codebook"])
-    moments = state["opt_g"]["state"].get(codebook_index, {})
-    for key in ("exp_avg", "exp_avg_sq"):
-        if key in moments:
-            moments[key] = padded(moments[key])
-    state["code_usage_ema"] = padded(state["code_usage_ema"])
-    added = torch.zeros(codebook_size, dtype=torch.bool)
-    added[old_size:] = True
-    return added
 
 
 class Trainer:
@@ -194,16 +168,15 @@ class Trainer:
         self.code_usage_ema = state["code_usage_ema"].cpu()
 
     def _init_from_checkpoint(self, checkpoint_path: str) -> None:
-        """Continue another run's checkpoint as a new run, growing the codebook if asked.
+        """Continue another run's checkpoint as a new run, grown to this run's model if larger (train/grow.py).
 
         Everything the GAN balance depends on (discriminator, both optimisers'
         moments) carries over, which restarting from a weights file would lose.
         Crops and ratios are drawn afresh (seeded by the step), not replayed.
         """
         state = torch.load(checkpoint_path, map_location=self.device, weights_only=True)
-        codebook_index = next(i for i, p in enumerate(self.model.parameters()) if p is self.model.quantizer.codebook)
-        old_size = state["model"]["quantizer.codebook"].shape[0]
-        added = grow_codebook_state(state, self.config.model.codebook_size, codebook_index)
+        old_config = TrainConfig.from_dict(json.loads(state["config"])).model
+        added = grow_checkpoint(state, old_config, self.model)
         self._load_state(state)
         self.codes_to_seed |= added
         self.rng = np.random.default_rng([self.config.seed, self.replicas.rank, self.step])
@@ -212,7 +185,7 @@ class Trainer:
                 "event": "initialised from checkpoint",
                 "path": str(checkpoint_path),
                 "step": self.step,
-                "codebook_size": [old_size, self.config.model.codebook_size],
+                "grown_from": json.loads(old_config.to_json()),
             }
         )
 
