@@ -28,8 +28,8 @@ from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
 from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_size, rate_path
 from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
-from .refine import TUNES
 from .tiling import DEFAULT_TILES, TileSpec
+from .tunes import TUNES
 
 BLOCK = 16
 # The network runs in tiles (tiling.py), but the image, its index maps and the

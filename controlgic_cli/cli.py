@@ -23,6 +23,7 @@ from .errors import CgicError, OptionsError
 from .fileio import STDIO, read_source, refuse_existing, write_target
 from .image_io import IMAGE_SUFFIXES
 from .ratios import ppm_to_ratios, validate_ratios
+from .tunes import TUNES
 
 COLOUR_NAMES = {COLOUR_GREY: "grey", COLOUR_RGB: "RGB", COLOUR_RGB_ALPHA_DROPPED: "RGB (alpha dropped)"}
 
@@ -184,7 +185,7 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
 )
 @click.option(
     "--tune",
-    type=click.Choice(["perceptual", "psnr"]),
+    type=click.Choice(TUNES),
     default="perceptual",
     show_default=True,
     help="perceptual: keep texture (the model as trained). psnr: search for indices that decode closer to "

@@ -33,8 +33,6 @@ from .model import ControlGIC, MaskSet
 from .model.config import STRIDES
 from .tiling import TileSpec, plan_tiles
 
-TUNES = ("perceptual", "psnr")
-
 
 @dataclass(frozen=True)
 class RefineSettings:
@@ -97,7 +95,8 @@ def _search(
     optimiser = torch.optim.Adam([z], lr=settings.learning_rate)
     best, best_error = latent, float("inf")
     for step in range(settings.steps + 1):
-        with torch.enable_grad():
+        # The last pass only scores the final iterate: no graph needed.
+        with torch.set_grad_enabled(step < settings.steps):
             code = quantizer.lookup(quantizer.indices(z.detach()))
             quantized = z + (code - z).detach()
             hybrid = network.hybrid_latent(*_planes(quantized, granularity), masks)
