@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .container import CgicHeader, CgicSections, pack_file, parse_file, read_header
+from .container import CgicHeader, CgicSections, ImageMetadata, pack_file, pack_metadata, parse_file, read_header
 from .entropy_coder import IndexCoder, pack_masks, unpack_masks
 from .errors import ImageError, ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, load_image, to_pil
 from .inference import TiledNetwork
+from .metadata import attach, check_metadata_kinds
 from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
 from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_size, rate_path
@@ -127,19 +128,24 @@ class Codec:
         return self.model.model_id
 
     # ----- encoding -----------------------------------------------------------------
-    def analyse(self, image: ImageSource | SourceImage, tune: str = "perceptual") -> Analysis:
-        return self.analyse_many([image], tune)[0]
+    def analyse(self, image: ImageSource | SourceImage, tune: str = "perceptual", metadata=()) -> Analysis:
+        return self.analyse_many([image], tune, metadata)[0]
 
-    def analyse_many(self, images: list[ImageSource | SourceImage], tune: str = "perceptual") -> list[Analysis]:
+    def analyse_many(
+        self, images: list[ImageSource | SourceImage], tune: str = "perceptual", metadata=()
+    ) -> list[Analysis]:
         """analyse() of each image; same-size images go through the network together (the same results).
 
         tune "perceptual" takes the code nearest to each latent (what the
         decoder was trained on); "psnr" searches for indices that decode
         closer to the image, at about the same size (refine.py; seconds per image).
+        metadata: the kinds the files keep, some of "icc", "exif", "xmp" (or
+        "all"; metadata.py), for images not loaded yet.
         """
         if tune not in TUNES:
             raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
-        sources = [image if isinstance(image, SourceImage) else load_image(image) for image in images]
+        kinds = check_metadata_kinds(metadata)
+        sources = [image if isinstance(image, SourceImage) else load_image(image, kinds) for image in images]
         for source in sources:
             _check_size(source.width, source.height)
         padded = [pad_to_block(source.rgb) for source in sources]
@@ -174,6 +180,7 @@ class Codec:
             fine=self.coders["fine"].encode(fine[plan.fine]),
             medium=self.coders["medium"].encode(medium[plan.medium]),
             coarse=self.coders["coarse"].encode(coarse[plan.coarse]),
+            metadata=analysis.source.metadata,
         )
         source = analysis.source
         header = CgicHeader(
@@ -185,6 +192,7 @@ class Codec:
             rate_controlled=rate_controlled,
         )
         data = pack_file(header, sections)
+        metadata_bytes = len(pack_metadata(sections.metadata))
         stats = EncodeStats(
             width=source.width,
             height=source.height,
@@ -192,23 +200,28 @@ class Codec:
             token_counts=plan.token_counts,
             section_bytes={
                 "header": len(data)
+                - metadata_bytes
                 - sum(len(s) for s in (sections.masks, sections.fine, sections.medium, sections.coarse)),
                 "masks": len(sections.masks),
                 "fine": len(sections.fine),
                 "medium": len(sections.medium),
                 "coarse": len(sections.coarse),
+                "metadata": metadata_bytes,
             },
             size_bytes=len(data),
             bpp=8 * len(data) / (source.width * source.height),
         )
         return EncodeResult(data, stats, list(source.warnings))
 
-    def encode(self, image: ImageSource | SourceImage, ratios=DEFAULT_RATIOS, tune: str = "perceptual") -> EncodeResult:
-        return self.encode_analysis(self.analyse(image, tune), ratios_to_ppm(ratios))
+    def encode(
+        self, image: ImageSource | SourceImage, ratios=DEFAULT_RATIOS, tune: str = "perceptual", metadata=()
+    ) -> EncodeResult:
+        return self.encode_analysis(self.analyse(image, tune, metadata), ratios_to_ppm(ratios))
 
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
-        return rate_path(analysis.entropy, analysis.indices, self.coders)
+        metadata_bytes = len(pack_metadata(analysis.source.metadata))
+        return rate_path(analysis.entropy, analysis.indices, self.coders, metadata_bytes)
 
     def encode_to_target(
         self,
@@ -216,10 +229,14 @@ class Codec:
         target_bpp: float | None = None,
         target_size: int | None = None,
         tune: str = "perceptual",
+        metadata=(),
     ) -> EncodeResult:
-        """One network pass, then the plan nearest target_bpp, or the largest within target_size bytes."""
+        """One network pass, then the plan nearest target_bpp, or the largest within target_size bytes.
+
+        Kept metadata counts: the whole file meets the target.
+        """
         _check_target(target_bpp, target_size)  # before the network pass, not after
-        return self.encode_analysis_to_target(self.analyse(image, tune), target_bpp, target_size)
+        return self.encode_analysis_to_target(self.analyse(image, tune, metadata), target_bpp, target_size)
 
     def encode_analysis_to_target(
         self, analysis: Analysis, target_bpp: float | None = None, target_size: int | None = None
@@ -234,12 +251,16 @@ class Codec:
         return self.encode_choice(analysis, path, choice)
 
     def encode_dataset(
-        self, images: list[ImageSource | SourceImage | Analysis], target_bpp: float, tune: str = "perceptual"
+        self,
+        images: list[ImageSource | SourceImage | Analysis],
+        target_bpp: float,
+        tune: str = "perceptual",
+        metadata=(),
     ) -> list[EncodeResult]:
         """Meet a mean bpp (total bits / total pixels) over a set, sharing one entropy threshold."""
         if not target_bpp > 0:
             raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
-        analyses = [image if isinstance(image, Analysis) else self.analyse(image, tune) for image in images]
+        analyses = [image if isinstance(image, Analysis) else self.analyse(image, tune, metadata) for image in images]
         paths = [self.rate_path(a) for a in analyses]
         pixels = [a.source.width * a.source.height for a in analyses]
         steps, reachable = choose_dataset(paths, pixels, target_bpp)
@@ -262,6 +283,10 @@ class Codec:
     # ----- decoding -----------------------------------------------------------------
     def decode_array(self, data: bytes) -> tuple[np.ndarray, CgicHeader]:
         """.cgic bytes -> uint8 (H, W, 3) and the header."""
+        rgb, header, _metadata = self._decode(data)
+        return rgb, header
+
+    def _decode(self, data: bytes) -> tuple[np.ndarray, CgicHeader, ImageMetadata]:
         header, sections = parse_file(data)
         if header.model_id != self.model_id:
             raise ModelError(
@@ -282,11 +307,12 @@ class Codec:
             index_map[mask] = self.coders[name].decode(stream, int(mask.sum()))
             maps.append(index_map)
         rgb = self.network.decode(tuple(maps), coarse_mask, medium_mask)
-        return np.ascontiguousarray(rgb[: header.height, : header.width]), header
+        return np.ascontiguousarray(rgb[: header.height, : header.width]), header, sections.metadata
 
     def decode(self, data: bytes) -> Image.Image:
-        rgb, header = self.decode_array(data)
-        return to_pil(rgb, header.colour_mode)
+        """.cgic bytes -> PIL image; a kept profile, Exif and XMP are in its info, where Pillow's savers look."""
+        rgb, header, metadata = self._decode(data)
+        return attach(to_pil(rgb, header.colour_mode), metadata)
 
     def decode_tensor(self, data: bytes) -> torch.Tensor:
         """.cgic bytes -> float (3, H, W) in [0, 1] (torchvision's layout; grey sources have equal channels)."""
@@ -306,9 +332,14 @@ def encode(
     weights: str | None = None,
     device: str = "auto",
     tune: str = "perceptual",
+    metadata=(),
 ) -> bytes:
-    """Encode an image (path, bytes, PIL image or uint8/uint16 array) to .cgic bytes."""
-    return get_codec(weights, device).encode(image, ratios, tune).data
+    """Encode an image (path, bytes, PIL image or uint8/uint16 array) to .cgic bytes.
+
+    metadata: what to keep of the image's colour profile, Exif and XMP: some
+    of "icc", "exif", "xmp", or "all" (default: none).
+    """
+    return get_codec(weights, device).encode(image, ratios, tune, metadata).data
 
 
 def decode(data: bytes, weights: str | None = None, device: str = "auto") -> Image.Image:

@@ -45,6 +45,7 @@ class EncodeSettings:
     skip_existing: bool = False  # an existing output counts as done (resuming an interrupted batch)
     torch_threads: int | None = None  # set in each worker process by engines that own their workers
     tune: str = "perceptual"  # or "psnr": Codec.analyse_many
+    metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,8 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
             continue
         try:
             refuse_existing(task.target, settings.overwrite)
-            loaded.append((position, load_image(read_source(task.source)), time.perf_counter() - began))
+            source = load_image(read_source(task.source), settings.metadata)
+            loaded.append((position, source, time.perf_counter() - began))
         except (CgicError, OSError) as exc:
             outcomes[position] = FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
     if loaded:
@@ -197,7 +199,7 @@ def summarise_files(tasks: list[FileTask], settings: EncodeSettings) -> list[Fil
     loaded = []  # (position, SourceImage)
     for position, task in enumerate(tasks):
         try:
-            loaded.append((position, load_image(read_source(task.source))))
+            loaded.append((position, load_image(read_source(task.source), settings.metadata)))
         except (CgicError, OSError) as exc:
             summaries[position] = FileSummary(task, None, 0, error_text(exc))
     if loaded:

@@ -18,10 +18,20 @@ import click
 
 from . import __version__
 from .batch import FileOutcome, FileTask, error_text
-from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
+from .container import (
+    COLOUR_GREY,
+    COLOUR_RGB,
+    COLOUR_RGB_ALPHA_DROPPED,
+    FORMAT_VERSION,
+    FORMAT_VERSION_METADATA,
+    HEADER_SIZE,
+    pack_metadata,
+    parse_file,
+)
 from .errors import CgicError, OptionsError
 from .fileio import STDIO, read_source, refuse_existing, write_target
 from .image_io import IMAGE_SUFFIXES
+from .metadata import parse_metadata_kinds
 from .ratios import ppm_to_ratios, validate_ratios
 from .tunes import TUNES
 
@@ -42,6 +52,20 @@ class RatiosType(click.ParamType):
         except ValueError as exc:  # OptionsError is a ValueError too
             message = str(exc) if isinstance(exc, OptionsError) else f"{value!r} is not three numbers"
             self.fail(f"{message} (expected fine,medium,coarse such as 0.3,0.6,0.1)", param, ctx)
+
+
+class MetadataType(click.ParamType):
+    """`none`, `all` or a comma list of icc, exif, xmp."""
+
+    name = "LIST"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, frozenset):
+            return value
+        try:
+            return parse_metadata_kinds(str(value))
+        except OptionsError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class Reporter:
@@ -191,6 +215,15 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     help="perceptual: keep texture (the model as trained). psnr: search for indices that decode closer to "
     "the pixels: about +0.9 dB at the same size, less texture, encoding ~40x slower.",
 )
+@click.option(
+    "--metadata",
+    type=MetadataType(),
+    default="none",
+    show_default=True,
+    help="Keep the input's colour profile, Exif and XMP: none, all, or some of icc,exif,xmp (a version-2 file; "
+    "decoding writes them back). Without icc, a non-sRGB photo is converted to sRGB. Orientation is applied "
+    "to the pixels either way.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @click.option(
     "--skip-existing",
@@ -236,6 +269,7 @@ def encode(
     target_size,
     budget,
     tune,
+    metadata,
     force,
     skip_existing,
     manifest,
@@ -266,7 +300,9 @@ def encode(
     if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
         raise click.UsageError("--engine dask reads and writes files, not '-'")
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
-    settings = EncodeSettings(ratios, target_bpp, target_size, weights, device, force, skip_existing, tune=tune)
+    settings = EncodeSettings(
+        ratios, target_bpp, target_size, weights, device, force, skip_existing, tune=tune, metadata=metadata
+    )
     dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
     try:
@@ -421,9 +457,13 @@ def info(inputs, as_json, verbose) -> None:
             "fine": len(sections.fine),
             "medium": len(sections.medium),
             "coarse": len(sections.coarse),
+            "metadata": len(pack_metadata(sections.metadata)),
         }
+        version = FORMAT_VERSION_METADATA if sections.metadata else FORMAT_VERSION
+        metadata = {kind: len(part) for kind, part in sections.metadata.records()}
         record = {
             "input": source,
+            "format_version": version,
             "width": header.width,
             "height": header.height,
             "colour": COLOUR_NAMES[header.colour_mode],
@@ -433,18 +473,21 @@ def info(inputs, as_json, verbose) -> None:
             "bytes": len(data),
             "bpp": round(8 * len(data) / (header.width * header.height), 6),
             "section_bytes": section_bytes,
+            "metadata": metadata,
         }
         if as_json:
             click.echo(json.dumps(record))
             continue
         click.echo(
-            f"{source}: cgic v1, {header.width}x{header.height} {record['colour']}, {len(data)} bytes, "
+            f"{source}: cgic v{version}, {header.width}x{header.height} {record['colour']}, {len(data)} bytes, "
             f"{record['bpp']:.4f} bpp\n"
             f"  ratios (fine, medium, coarse): {ratios[0]:.6g}, {ratios[1]:.6g}, {ratios[2]:.6g}"
             f"{' (rate control)' if header.rate_controlled else ''}\n"
             f"  model: {record['model_id']}\n"
             f"  sections: " + ", ".join(f"{k} {v}" for k, v in section_bytes.items())
         )
+        if metadata:
+            click.echo("  metadata: " + ", ".join(f"{kind} {size} bytes" for kind, size in metadata.items()))
     if failures:
         sys.exit(1)
 

@@ -1,4 +1,8 @@
-"""The .cgic container, format version 1: a fixed 60-byte header, then the payload.
+"""The .cgic container: a fixed 60-byte header, then the payload.
+
+Format version 1 is the image alone; version 2 is the same file followed by
+metadata records (colour profile, Exif, XMP), and is written only when there
+is metadata to keep, so every file without any stays version 1.
 
 docs/format.md is the specification; this module is its only implementation.
 Every length in a file is checked before it is used, and nothing is allocated
@@ -18,6 +22,8 @@ from .ratios import ratios_ppm_problem
 
 MAGIC = b"CGIC"
 FORMAT_VERSION = 1
+FORMAT_VERSION_METADATA = 2
+READABLE_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_METADATA)
 HEADER_SIZE = 60
 MAX_DIMENSION = 65535
 MODEL_ID_SIZE = 8
@@ -34,6 +40,9 @@ _HEADER_FIELDS = struct.Struct("<4sBBBBIIIII8sIIIII")
 _HEADER_CRC = struct.Struct("<I")
 _CRC_COVERED_SIZE = HEADER_SIZE - _HEADER_CRC.size
 _COARSE_CELL = 16
+# Metadata records (version 2): type, then uint32 length, then the bytes.
+_RECORD_HEAD = struct.Struct("<4sI")
+METADATA_RECORD_TYPES = {"icc": b"ICCP", "exif": b"EXIF", "xmp": b"XMP "}
 
 
 @dataclass(frozen=True)
@@ -54,13 +63,35 @@ class CgicHeader:
 
 
 @dataclass(frozen=True)
+class ImageMetadata:
+    """What a file may carry besides the image (version 2): each part is None or non-empty bytes.
+
+    icc: an ICC colour profile the decoded values are in.
+    exif: Exif data as a TIFF structure (starting "II" or "MM"), without orientation.
+    xmp: an XMP packet (UTF-8 XML).
+    """
+
+    icc: bytes | None = None
+    exif: bytes | None = None
+    xmp: bytes | None = None
+
+    def records(self) -> list[tuple[str, bytes]]:
+        """(kind, bytes) of the parts present, in file order."""
+        return [(kind, getattr(self, kind)) for kind in METADATA_RECORD_TYPES if getattr(self, kind) is not None]
+
+    def __bool__(self) -> bool:
+        return bool(self.records())
+
+
+@dataclass(frozen=True)
 class CgicSections:
-    """The payload: mask section, then the fine, medium and coarse index streams."""
+    """The payload: mask section, the fine, medium and coarse index streams, and any metadata."""
 
     masks: bytes
     fine: bytes
     medium: bytes
     coarse: bytes
+    metadata: ImageMetadata = ImageMetadata()
 
 
 def mask_section_size_range(width: int, height: int) -> tuple[int, int]:
@@ -96,10 +127,10 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
             f"cannot write .cgic file: mask section of {len(sections.masks)} bytes is outside "
             f"{smallest_masks}..{largest_masks} for a {header.width}x{header.height} image"
         )
-    payload = sections.masks + sections.fine + sections.medium + sections.coarse
+    payload = sections.masks + sections.fine + sections.medium + sections.coarse + pack_metadata(sections.metadata)
     fields = _HEADER_FIELDS.pack(
         MAGIC,
-        FORMAT_VERSION,
+        FORMAT_VERSION_METADATA if sections.metadata else FORMAT_VERSION,
         header.colour_mode,
         FLAG_RATE_CONTROLLED if header.rate_controlled else 0,
         0,
@@ -116,15 +147,56 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
     return fields + _HEADER_CRC.pack(zlib.crc32(fields)) + payload
 
 
-def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], int]:
-    """Validate the fixed header: returns the header, the four section lengths and the payload CRC."""
+def pack_metadata(metadata: ImageMetadata) -> bytes:
+    """The metadata section (empty when there is no metadata)."""
+    out = b""
+    for kind, data in metadata.records():
+        if not isinstance(data, bytes) or not data:
+            raise OptionsError(f"cannot write .cgic metadata: {kind} must be non-empty bytes")
+        out += _RECORD_HEAD.pack(METADATA_RECORD_TYPES[kind], len(data)) + data
+    return out
+
+
+def _parse_metadata(data: bytes) -> ImageMetadata:
+    """Split a version-2 metadata section into its records, checking order, lengths and types."""
+    if not data:
+        raise FormatError("invalid .cgic file: version 2 without metadata records")
+    kinds = {code: kind for kind, code in METADATA_RECORD_TYPES.items()}
+    order = list(METADATA_RECORD_TYPES.values())
+    found: dict[str, bytes] = {}
+    offset, last = 0, -1
+    while offset < len(data):
+        if len(data) - offset < _RECORD_HEAD.size:
+            raise FormatError("truncated .cgic file: a metadata record header is cut off")
+        code, length = _RECORD_HEAD.unpack_from(data, offset)
+        if code not in kinds:
+            raise FormatError(f"invalid .cgic metadata: unknown record type {code!r}")
+        if order.index(code) <= last:
+            raise FormatError(f"invalid .cgic metadata: record {code.decode()!r} is repeated or out of order")
+        if length == 0:
+            raise FormatError(f"invalid .cgic metadata: empty {code.decode()!r} record")
+        offset += _RECORD_HEAD.size
+        if len(data) - offset < length:
+            raise FormatError(
+                f"truncated .cgic file: metadata record {code.decode()!r} says {length} bytes, "
+                f"{len(data) - offset} remain"
+            )
+        found[kinds[code]] = data[offset : offset + length]
+        offset += length
+        last = order.index(code)
+    return ImageMetadata(**found)
+
+
+def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], int, int]:
+    """Validate the fixed header: returns the header, the four section lengths, the payload CRC and the version."""
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         if len(data) < len(MAGIC) and MAGIC.startswith(data):
             raise FormatError(f"truncated .cgic file: {len(data)} bytes, shorter than its {HEADER_SIZE}-byte header")
         raise FormatError("not a .cgic file (bad magic)")
-    if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
+    if len(data) > len(MAGIC) and data[len(MAGIC)] not in READABLE_VERSIONS:
         raise FormatError(
-            f"unsupported .cgic format version {data[len(MAGIC)]} (this cgic reads version {FORMAT_VERSION})"
+            f"unsupported .cgic format version {data[len(MAGIC)]} "
+            f"(this cgic reads versions {FORMAT_VERSION} and {FORMAT_VERSION_METADATA})"
         )
     if len(data) < HEADER_SIZE:
         raise FormatError(f"truncated .cgic file: {len(data)} bytes, shorter than its {HEADER_SIZE}-byte header")
@@ -134,7 +206,7 @@ def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], i
 
     (
         _magic,
-        _version,
+        version,
         colour_mode,
         flags,
         reserved,
@@ -169,23 +241,23 @@ def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], i
             f"invalid .cgic header: mask section of {mask_bytes} bytes is impossible for a "
             f"{width}x{height} image ({smallest_masks}..{largest_masks})"
         )
-    return header, tuple(section_lengths), payload_crc
+    return header, tuple(section_lengths), payload_crc, version
 
 
 def read_header(data: bytes) -> CgicHeader:
     """Read and validate the header from the first 60 bytes of a .cgic file; the rest of `data` is ignored."""
-    header, _section_lengths, _payload_crc = _parse_header(bytes(data[:HEADER_SIZE]))
+    header, _section_lengths, _payload_crc, _version = _parse_header(bytes(data[:HEADER_SIZE]))
     return header
 
 
 def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
     """Validate a complete .cgic file and split it into its header and payload sections."""
     data = bytes(data)
-    header, section_lengths, payload_crc = _parse_header(data)
+    header, section_lengths, payload_crc, version = _parse_header(data)
     expected_size = HEADER_SIZE + sum(section_lengths)
     if len(data) < expected_size:
         raise FormatError(f"truncated .cgic file: header says {expected_size} bytes, got {len(data)}")
-    if len(data) > expected_size:
+    if version == FORMAT_VERSION and len(data) > expected_size:
         raise FormatError(
             f".cgic file has {len(data) - expected_size} trailing bytes after the {expected_size} bytes "
             "its header accounts for"
@@ -198,4 +270,5 @@ def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
         sections.append(data[offset : offset + length])
         offset += length
     masks, fine, medium, coarse = sections
-    return header, CgicSections(masks=masks, fine=fine, medium=medium, coarse=coarse)
+    metadata = _parse_metadata(data[offset:]) if version == FORMAT_VERSION_METADATA else ImageMetadata()
+    return header, CgicSections(masks=masks, fine=fine, medium=medium, coarse=coarse, metadata=metadata)

@@ -9,13 +9,16 @@ What happens to each kind of input (also in README "Input images"):
                              alpha is dropped with a warning; decoded as RGB (or L)
   P (palette), CMYK, YCbCr   converted to RGB by Pillow
   embedded colour profile    RGB and CMYK images whose ICC profile is not sRGB are converted
-                             to sRGB (relative colorimetric), with a note; decoded as sRGB
+                             to sRGB (relative colorimetric), with a note; decoded as sRGB.
+                             Unless the profile is kept (metadata "icc", metadata.py): then
+                             the values are coded as stored and decoded with the profile
   EXIF orientation           applied before coding, so the decoded image is upright
   animated GIF/WebP/APNG     the first frame is coded, with a warning
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -24,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
+from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, ImageMetadata
 from .errors import ImageError
+from .metadata import METADATA_KINDS, read_metadata, save_options
 
 # Files a folder input contributes (cgic encode DIR, training, benchmarks).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif"}
@@ -41,6 +45,7 @@ class SourceImage:
     rgb: np.ndarray
     colour_mode: int
     warnings: list[str] = field(default_factory=list)
+    metadata: ImageMetadata = ImageMetadata()  # what the file will keep (none unless asked)
 
     @property
     def width(self) -> int:
@@ -55,25 +60,26 @@ class SourceImage:
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
 
-def load_image(source: ImageSource) -> SourceImage:
+def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> SourceImage:
     """Read a path, encoded bytes, a PIL image or an ndarray into a SourceImage.
 
-    Messages about a path start with the path; for bytes, arrays and PIL
-    images the caller knows best what to call the input.
+    metadata: the kinds to keep ("icc", "exif", "xmp"; metadata.py), where
+    the image has them. Messages about a path start with the path; for bytes,
+    arrays and PIL images the caller knows best what to call the input.
     """
     if isinstance(source, np.ndarray):
         return _from_array(source)
     if type(source).__module__.startswith("torch"):
         return _from_array(tensor_to_array(source))
     if isinstance(source, Image.Image):
-        return _from_pil(source, name="image")
+        return _from_pil(source, "image", metadata)
     name = "image data" if isinstance(source, bytes) else str(source)
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream) as im:
-                return _from_pil(im, name)
+                return _from_pil(im, name, metadata)
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -91,7 +97,7 @@ def list_image_files(folder: str | Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _from_pil(im: Image.Image, name: str) -> SourceImage:
+def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceImage:
     notes = []
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"{name}: animated image with {im.n_frames} frames, only the first frame is coded")
@@ -106,7 +112,12 @@ def _from_pil(im: Image.Image, name: str) -> SourceImage:
     )
     if has_alpha:
         notes.append(f"{name}: alpha channel is not coded and was dropped")
-    im = _to_srgb(im, name, notes)
+    kept = read_metadata(im, metadata)
+    if kept.icc is not None and im.mode == "CMYK":
+        # A CMYK profile cannot describe the RGB values the decoder returns.
+        kept = dataclasses.replace(kept, icc=None)
+    if kept.icc is None:
+        im = _to_srgb(im, name, notes)
     mode = im.mode
     if mode in GREY_MODES or mode in ("LA", "La"):
         grey = _grey_u8(im)
@@ -115,7 +126,7 @@ def _from_pil(im: Image.Image, name: str) -> SourceImage:
     else:
         rgb = np.asarray(im.convert("RGB"))
         colour = COLOUR_RGB_ALPHA_DROPPED if has_alpha else COLOUR_RGB
-    return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes)
+    return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes, kept)
 
 
 def _to_srgb(im: Image.Image, name: str, notes: list[str]) -> Image.Image:
@@ -225,11 +236,15 @@ OUTPUT_FORMATS = {
 
 
 def encode_image_file(image: Image.Image, target: str) -> bytes:
-    """Bytes of `image` in the format named by the target's suffix (PNG for stdout or unknown suffixes)."""
+    """Bytes of `image` in the format named by the target's suffix (PNG for stdout or unknown suffixes).
+
+    Metadata in image.info (a decoded file's kept profile, Exif, XMP) goes
+    into the output where its format has a place for it.
+    """
     fmt = OUTPUT_FORMATS.get(Path(target).suffix.lower(), "PNG")
-    buffer = io.BytesIO()
+    options = save_options(read_metadata(image, frozenset(METADATA_KINDS)), fmt)
     if fmt == "WEBP":
-        image.save(buffer, format=fmt, lossless=True)
-    else:
-        image.save(buffer, format=fmt)
+        options["lossless"] = True
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()

@@ -8,7 +8,9 @@
 Opening reads and checks the whole file (cheap: no network), so a damaged
 file fails in Image.open, as Pillow users expect, rather than later.
 Decoding runs the network only in load(), following Pillow's handbook.
-Save options: ratios | target_bpp | target_size, weights, device.
+Save options: ratios | target_bpp | target_size, weights, device, tune,
+metadata ("all" or some of "icc", "exif", "xmp": kept from im.info). A file
+with kept metadata opens with it in im.info ("icc_profile", "exif", "xmp").
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .container import COLOUR_GREY, MAGIC, parse_file
 from .errors import CgicError, FormatError
+from .metadata import attach
 from .ratios import ppm_to_ratios
 
 FORMAT = "CGIC"
@@ -36,7 +39,7 @@ class CgicImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         data = self.fp.read()
         try:
-            header, _ = parse_file(data)
+            header, sections = parse_file(data)
         except FormatError as exc:
             # The magic matched, so this is ours and broken: say why, instead of
             # Pillow's generic "cannot identify" that a SyntaxError would become.
@@ -49,6 +52,7 @@ class CgicImageFile(ImageFile.ImageFile):
         self.info["cgic_ratios"] = ppm_to_ratios(header.ratios)
         self.info["cgic_model_id"] = header.model_id.hex()
         self.info["cgic_rate_controlled"] = header.rate_controlled
+        attach(self, sections.metadata)  # a kept profile, Exif and XMP, under Pillow's usual keys
         self.tile = []
 
     def load(self):
@@ -70,10 +74,11 @@ def _save(im: Image.Image, fp, filename) -> None:
     options = im.encoderinfo
     codec = get_codec(options.get("weights"), options.get("device", "auto"))
     tune = options.get("tune", "perceptual")
+    metadata = options.get("metadata", ())
     if "target_bpp" in options or "target_size" in options:
-        result = codec.encode_to_target(im, options.get("target_bpp"), options.get("target_size"), tune)
+        result = codec.encode_to_target(im, options.get("target_bpp"), options.get("target_size"), tune, metadata)
     else:
-        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS), tune)
+        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS), tune, metadata)
     fp.write(result.data)
 
 

@@ -112,8 +112,12 @@ class RatePath(RateSummary):
 
 
 def rate_path(
-    entropy: PatchEntropy, indices: tuple[np.ndarray, np.ndarray, np.ndarray], coders: dict[str, IndexCoder]
+    entropy: PatchEntropy,
+    indices: tuple[np.ndarray, np.ndarray, np.ndarray],
+    coders: dict[str, IndexCoder],
+    metadata_bytes: int = 0,
 ) -> RatePath:
+    """The path of one image; metadata_bytes: the file's metadata section, the same at every step."""
     fine_idx, medium_idx, coarse_idx = indices
     h16, w16 = entropy.coarse.shape
     h8, w8 = entropy.medium.shape
@@ -160,8 +164,9 @@ def rate_path(
     coarse_bits = all_coarse_bits - np.cumsum(np.where(leaves_coarse, coarse_len[coarse_cell], 0))
     medium_bits = np.cumsum(np.where(leaves_coarse, medium_under_coarse[coarse_cell], -medium_len[medium_cell]))
     fine_bits = np.cumsum(np.where(leaves_coarse, 0, fine_under_medium[medium_cell]))
-    after = HEADER_SIZE + sum(_ceil_bytes(b) for b in (mask_bits, coarse_bits, medium_bits, fine_bits))
-    start = HEADER_SIZE + _ceil_bytes(n16) + _ceil_bytes(all_coarse_bits)
+    fixed = HEADER_SIZE + metadata_bytes
+    after = fixed + sum(_ceil_bytes(b) for b in (mask_bits, coarse_bits, medium_bits, fine_bits))
+    start = fixed + _ceil_bytes(n16) + _ceil_bytes(all_coarse_bits)
     sizes = np.concatenate([[start], after])[step_events]
 
     return RatePath(

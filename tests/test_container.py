@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 
 from controlgic_cli.container import (
     FORMAT_VERSION,
+    FORMAT_VERSION_METADATA,
     HEADER_SIZE,
     MAGIC,
     MAX_DIMENSION,
     CgicHeader,
     CgicSections,
+    ImageMetadata,
     mask_section_size_range,
     pack_file,
     parse_file,
@@ -75,7 +77,7 @@ def spec_file(
 
 
 def test_constants_match_the_spec():
-    assert (MAGIC, FORMAT_VERSION, HEADER_SIZE, MAX_DIMENSION) == (b"CGIC", 1, 60, 65535)
+    assert (MAGIC, FORMAT_VERSION, FORMAT_VERSION_METADATA, HEADER_SIZE, MAX_DIMENSION) == (b"CGIC", 1, 2, 60, 65535)
 
 
 def test_packed_bytes_follow_the_offset_table():
@@ -177,14 +179,84 @@ def test_bad_magic_is_rejected(data):
         parse_file(data)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_other_versions_are_rejected_before_anything_else(version):
-    message = rf"^unsupported \.cgic format version {version} \(this cgic reads version 1\)$"
+    message = rf"^unsupported \.cgic format version {version} \(this cgic reads versions 1 and 2\)$"
     with pytest.raises(FormatError, match=message):
         parse_file(spec_file(version=version))
     # Even a future file too short for a version-1 header names the version problem.
     with pytest.raises(FormatError, match=message):
         read_header(spec_file(version=version)[:10])
+
+
+ICC, EXIF, XMP = b"icc profile bytes", b"MM\x00\x2a exif", b"<x:xmpmeta/>"
+
+
+def record(kind: bytes, data: bytes) -> bytes:
+    return kind + struct.pack("<I", len(data)) + data
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        ImageMetadata(icc=ICC),
+        ImageMetadata(exif=EXIF),
+        ImageMetadata(xmp=XMP),
+        ImageMetadata(icc=ICC, exif=EXIF, xmp=XMP),
+        ImageMetadata(icc=ICC, xmp=XMP),
+    ],
+)
+def test_metadata_makes_a_version_2_file_laid_out_as_documented(metadata):
+    sections = dataclasses.replace(SMALL_SECTIONS, metadata=metadata)
+    data = pack_file(SMALL_HEADER, sections)
+    records = b"".join(
+        record(code, part)
+        for code, part in ((b"ICCP", metadata.icc), (b"EXIF", metadata.exif), (b"XMP ", metadata.xmp))
+        if part is not None
+    )
+    payload = b"\x80\x12\x34\x56\x78\x9a\xbc" + records
+    assert data == spec_file(version=2, model_id=bytes(range(1, 9)), section_lengths=(1, 3, 2, 1), payload=payload)
+    assert parse_file(data) == (SMALL_HEADER, sections)
+    assert read_header(data) == SMALL_HEADER
+
+
+def test_without_metadata_the_file_stays_version_1():
+    assert pack_file(SMALL_HEADER, SMALL_SECTIONS)[4] == 1
+    assert parse_file(pack_file(SMALL_HEADER, SMALL_SECTIONS))[1].metadata == ImageMetadata()
+
+
+def version_2(metadata_section: bytes) -> bytes:
+    return spec_file(version=2, section_lengths=(1, 0, 0, 0), payload=b"\x80" + metadata_section)
+
+
+@pytest.mark.parametrize(
+    ("metadata_section", "problem"),
+    [
+        (b"", "version 2 without metadata records"),
+        (b"ICC", "record header is cut off"),
+        (record(b"ICCP", ICC)[:-1], "says 17 bytes, 16 remain"),
+        (record(b"ICCP", ICC) + b"\x00", "record header is cut off"),
+        (record(b"GPS ", b"x"), "unknown record type"),
+        (record(b"ICCP", b""), "empty 'ICCP' record"),
+        (record(b"EXIF", EXIF) + record(b"ICCP", ICC), "'ICCP' is repeated or out of order"),
+        (record(b"XMP ", XMP) + record(b"XMP ", XMP), "'XMP ' is repeated or out of order"),
+    ],
+)
+def test_malformed_metadata_is_rejected(metadata_section, problem):
+    with pytest.raises(FormatError, match=re.escape(problem)):
+        parse_file(version_2(metadata_section))
+
+
+def test_truncated_version_2_file_is_rejected_at_every_length():
+    data = pack_file(SMALL_HEADER, dataclasses.replace(SMALL_SECTIONS, metadata=ImageMetadata(icc=ICC, xmp=XMP)))
+    for length in range(len(data)):
+        with pytest.raises(FormatError):
+            parse_file(data[:length])
+
+
+def test_pack_rejects_empty_metadata_parts():
+    with pytest.raises(OptionsError, match="xmp must be non-empty bytes"):
+        pack_file(SMALL_HEADER, dataclasses.replace(SMALL_SECTIONS, metadata=ImageMetadata(xmp=b"")))
 
 
 def test_trailing_bytes_are_rejected():
