@@ -148,8 +148,9 @@ def test_every_truncation_is_rejected():
                 read_header(data[:cut])
 
 
-def test_every_single_bit_flip_is_rejected():
-    data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
+@pytest.mark.parametrize("metadata", [ImageMetadata(), ImageMetadata(icc=b"profile", xmp=b"<x/>")])
+def test_every_single_bit_flip_is_rejected(metadata):
+    data = pack_file(SMALL_HEADER, dataclasses.replace(SMALL_SECTIONS, metadata=metadata))
     for position in range(len(data)):
         for bit in range(8):
             damaged = bytearray(data)
