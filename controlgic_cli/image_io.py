@@ -113,8 +113,8 @@ def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceIma
     if has_alpha:
         notes.append(f"{name}: alpha channel is not coded and was dropped")
     kept = read_metadata(im, metadata)
-    if kept.icc is not None and im.mode == "CMYK":
-        # A CMYK profile cannot describe the RGB values the decoder returns.
+    if kept.icc is not None and not _profile_fits(kept.icc, im.mode):
+        # A CMYK profile, say, cannot describe the RGB values the decoder returns.
         kept = dataclasses.replace(kept, icc=None)
     if kept.icc is None:
         im = _to_srgb(im, name, notes)
@@ -127,6 +127,17 @@ def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceIma
         rgb = np.asarray(im.convert("RGB"))
         colour = COLOUR_RGB_ALPHA_DROPPED if has_alpha else COLOUR_RGB
     return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes, kept)
+
+
+def _profile_fits(icc: bytes, mode: str) -> bool:
+    """Whether a profile describes the values coded: grey or RGB values stored as such (ICC bytes 16-19).
+
+    CMYK, YCbCr or Lab values are converted to RGB before coding, so their
+    profile cannot describe the result.
+    """
+    if mode in GREY_MODES or mode in ("LA", "La"):
+        return icc[16:20] == b"GRAY"
+    return mode in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA") and icc[16:20] == b"RGB "
 
 
 def _to_srgb(im: Image.Image, name: str, notes: list[str]) -> Image.Image:

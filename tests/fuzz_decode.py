@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import re
 import struct
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 
 from controlgic_cli.api import Codec
-from controlgic_cli.container import HEADER_SIZE
+from controlgic_cli.container import HEADER_SIZE, ImageMetadata
 from controlgic_cli.errors import CgicError
+from controlgic_cli.image_io import load_image
 
 from .conftest import build_tiny_weights, synthetic_photo
 
@@ -92,6 +94,10 @@ def main() -> None:
                 ]
             )
         ]
+        # A version-2 file: the metadata records after the image sections get mutated too.
+        with_metadata = ImageMetadata(icc=b"\x00" * 40, exif=b"MM\x00\x2a" + bytes(12), xmp=b"<x:xmpmeta/>")
+        source = dataclasses.replace(load_image(synthetic_photo(32, 48, seed=5)), metadata=with_metadata)
+        seeds.append(codec.encode(source, (0.3, 0.6, 0.1)).data)
     rng = np.random.default_rng(args.seed)
     outcomes: collections.Counter[str] = collections.Counter()
     crashes, slowest = [], 0.0
@@ -100,7 +106,7 @@ def main() -> None:
         data = mutate(seeds[iteration % len(seeds)], rng)
         t0 = time.perf_counter()
         try:
-            codec.decode_array(data)
+            codec.decode(data)
             outcomes["decoded"] += 1
         except CgicError as exc:
             # Numbers vary per file; the kind of message is what to count.

@@ -92,11 +92,23 @@ def test_a_kept_profile_leaves_the_values_as_stored():
     assert source.metadata.icc == PROFILE and source.warnings == []
 
 
-def test_a_cmyk_profile_is_not_kept_for_rgb_output():
+@pytest.mark.parametrize(
+    ("image", "profile_space"),
+    [(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), b"RGB "), (Image.new("L", (16, 16), 90), b"RGB ")],
+)
+def test_a_profile_of_another_colour_space_than_the_output_is_not_kept(image, profile_space):
+    # An RGB profile fits neither CMYK input (decoded as RGB from other values) nor grey output.
+    assert PROFILE[16:20] == profile_space
     buffer = io.BytesIO()
-    Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(buffer, "JPEG", icc_profile=PROFILE)
-    source = load_image(buffer.getvalue(), frozenset({"icc"}))
-    assert source.metadata.icc is None
+    image.save(buffer, "JPEG", icc_profile=PROFILE)
+    assert load_image(buffer.getvalue(), frozenset({"icc"})).metadata.icc is None
+
+
+def test_a_grey_profile_is_kept_for_grey_output():
+    grey_profile = PROFILE[:16] + b"GRAY" + PROFILE[20:]
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 90).save(buffer, "PNG", icc_profile=grey_profile)
+    assert load_image(buffer.getvalue(), frozenset({"icc"})).metadata.icc == grey_profile
 
 
 @pytest.fixture(scope="module")
