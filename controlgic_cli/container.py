@@ -170,7 +170,7 @@ def _parse_metadata(data: bytes) -> ImageMetadata:
             raise FormatError("truncated .cgic file: a metadata record header is cut off")
         code, length = _RECORD_HEAD.unpack_from(data, offset)
         if code not in kinds:
-            raise FormatError(f"invalid .cgic metadata: unknown record type {code!r}")
+            raise FormatError(f"invalid .cgic metadata: unknown record type 0x{code.hex()}")
         if order.index(code) <= last:
             raise FormatError(f"invalid .cgic metadata: record {code.decode()!r} is repeated or out of order")
         if length == 0:
