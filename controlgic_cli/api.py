@@ -11,6 +11,7 @@ ratios into bytes, cheaply, as often as needed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,10 @@ from .errors import ImageError, ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, load_image, to_pil
 from .inference import TiledNetwork
 from .metadata import attach, check_metadata_kinds
+from .metrics.distortion import psnr
 from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
-from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_size, rate_path
+from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_quality, choose_for_size, rate_path
 from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
 from .tiling import DEFAULT_TILES, TileSpec
 from .tunes import TUNES
@@ -57,6 +59,7 @@ class EncodeResult:
     stats: EncodeStats
     warnings: list[str] = field(default_factory=list)
     target_reached: bool | None = None  # set by rate control: False when the target was out of reach
+    psnr: float | None = None  # measured on the decoded image, by a PSNR target's search
 
 
 @dataclass(frozen=True)
@@ -98,13 +101,15 @@ def _check_size(width: int, height: int) -> None:
         )
 
 
-def _check_target(target_bpp: float | None, target_size: int | None) -> None:
-    if (target_bpp is None) == (target_size is None):
-        raise OptionsError("give exactly one of target_bpp and target_size")
+def _check_target(target_bpp: float | None, target_size: int | None, target_psnr: float | None = None) -> None:
+    if sum(target is not None for target in (target_bpp, target_size, target_psnr)) != 1:
+        raise OptionsError("give exactly one of target_bpp, target_size and target_psnr")
     if target_bpp is not None and not target_bpp > 0:
         raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
     if target_size is not None and target_size < 1:
         raise OptionsError(f"target size must be at least 1 byte, got {target_size}")
+    if target_psnr is not None and not 0 < target_psnr < 100:
+        raise OptionsError(f"target PSNR must be between 0 and 100 dB, got {target_psnr}")
 
 
 class Codec:
@@ -230,25 +235,47 @@ class Codec:
         target_size: int | None = None,
         tune: str = "perceptual",
         metadata=(),
+        target_psnr: float | None = None,
     ) -> EncodeResult:
-        """One network pass, then the plan nearest target_bpp, or the largest within target_size bytes.
+        """One network pass, then the plan nearest target_bpp, the largest within target_size bytes,
+        or about the smallest whose decoded image reaches target_psnr dB.
 
-        Kept metadata counts: the whole file meets the target.
+        Kept metadata counts: the whole file meets a size or bpp target. A PSNR
+        target decodes candidate plans (about a dozen decoder passes, by
+        bisection along the rate path) and reports the PSNR reached in `psnr`.
         """
-        _check_target(target_bpp, target_size)  # before the network pass, not after
-        return self.encode_analysis_to_target(self.analyse(image, tune, metadata), target_bpp, target_size)
+        _check_target(target_bpp, target_size, target_psnr)  # before the network pass, not after
+        analysis = self.analyse(image, tune, metadata)
+        return self.encode_analysis_to_target(analysis, target_bpp, target_size, target_psnr)
 
     def encode_analysis_to_target(
-        self, analysis: Analysis, target_bpp: float | None = None, target_size: int | None = None
+        self,
+        analysis: Analysis,
+        target_bpp: float | None = None,
+        target_size: int | None = None,
+        target_psnr: float | None = None,
     ) -> EncodeResult:
         """encode_to_target for an image already analysed."""
-        _check_target(target_bpp, target_size)
+        _check_target(target_bpp, target_size, target_psnr)
         path = self.rate_path(analysis)
         pixels = analysis.source.width * analysis.source.height
+        if target_psnr is not None:
+            choice, reached = choose_for_quality(path, lambda step: self._psnr_at(analysis, path, step), target_psnr)
+            return dataclasses.replace(self.encode_choice(analysis, path, choice), psnr=reached)
         choice = (
             choose_for_bpp(path, target_bpp, pixels) if target_bpp is not None else choose_for_size(path, target_size)
         )
         return self.encode_choice(analysis, path, choice)
+
+    def _psnr_at(self, analysis: Analysis, path: RatePath, step: int) -> float:
+        """PSNR of what decoding the file at this step returns (grey sources as grey), against the source."""
+        plan = path.plan(step)
+        source = analysis.source
+        rgb = self.network.decode(analysis.indices, plan.coarse, plan.medium)[: source.height, : source.width]
+        decoded = np.asarray(to_pil(np.ascontiguousarray(rgb), source.colour_mode))
+        if decoded.ndim == 2:
+            decoded = np.repeat(decoded[..., None], 3, axis=2)  # a grey source's channels are equal too
+        return psnr(source.rgb, decoded)
 
     def encode_dataset(
         self,

@@ -34,7 +34,7 @@ from .ratios import NAMES as GRANULARITY_NAMES
 
 @dataclass(frozen=True)
 class EncodeSettings:
-    """How to encode: exactly one of ratios, target_bpp, target_size (ratios default to the codec's)."""
+    """How to encode: at most one of ratios, target_bpp, target_size, target_psnr (ratios default to the codec's)."""
 
     ratios: tuple[float, float, float] | None = None
     target_bpp: float | None = None
@@ -46,6 +46,7 @@ class EncodeSettings:
     torch_threads: int | None = None  # set in each worker process by engines that own their workers
     tune: str = "perceptual"  # or "psnr": Codec.analyse_many
     metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
+    target_psnr: float | None = None  # dB on the decoded image: Codec.encode_to_target
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,10 @@ def _write_one(
         if step is not None:
             path = codec.rate_path(analysis)
             result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
-        elif settings.target_bpp is not None or settings.target_size is not None:
-            result = codec.encode_analysis_to_target(analysis, settings.target_bpp, settings.target_size)
+        elif any(t is not None for t in (settings.target_bpp, settings.target_size, settings.target_psnr)):
+            result = codec.encode_analysis_to_target(
+                analysis, settings.target_bpp, settings.target_size, settings.target_psnr
+            )
         else:
             result = codec.encode_analysis(analysis, ratios_to_ppm(settings.ratios or DEFAULT_RATIOS))
         write_target(task.target, result.data, settings.overwrite)
@@ -185,6 +188,8 @@ def _write_one(
     }
     if result.target_reached is not None:
         record["target_reached"] = result.target_reached
+    if result.psnr is not None:
+        record["psnr"] = round(result.psnr, 3)
     return FileOutcome(task, ok=True, record=record, warnings=list(result.warnings))
 
 

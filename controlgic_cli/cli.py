@@ -200,6 +200,12 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     help="Choose the ratios per image for the largest file of at most this many bytes.",
 )
 @click.option(
+    "--target-psnr",
+    type=click.FloatRange(min=0, max=100, min_open=True, max_open=True),
+    help="Choose the ratios per image for about the smallest file whose decoded image reaches this PSNR (dB); "
+    "decodes about a dozen candidates, so encoding takes a few seconds more.",
+)
+@click.option(
     "--budget",
     type=click.Choice(["image", "dataset"]),
     default="image",
@@ -267,6 +273,7 @@ def encode(
     ratios,
     target_bpp,
     target_size,
+    target_psnr,
     budget,
     tune,
     metadata,
@@ -288,8 +295,8 @@ def encode(
 
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
-    if sum(x is not None for x in (ratios, target_bpp, target_size)) > 1:
-        raise click.UsageError("--ratios, --target-bpp and --target-size are alternatives: give one")
+    if sum(x is not None for x in (ratios, target_bpp, target_size, target_psnr)) > 1:
+        raise click.UsageError("--ratios, --target-bpp, --target-size and --target-psnr are alternatives: give one")
     if budget == "dataset" and target_bpp is None:
         raise click.UsageError("--budget dataset needs --target-bpp")
     if force and skip_existing:
@@ -301,7 +308,16 @@ def encode(
         raise click.UsageError("--engine dask reads and writes files, not '-'")
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
     settings = EncodeSettings(
-        ratios, target_bpp, target_size, weights, device, force, skip_existing, tune=tune, metadata=metadata
+        ratios,
+        target_bpp,
+        target_size,
+        weights,
+        device,
+        force,
+        skip_existing,
+        tune=tune,
+        metadata=metadata,
+        target_psnr=target_psnr,
     )
     dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
@@ -391,6 +407,8 @@ def _encode_summary(outcome, verbose: bool) -> str:
     if "target_reached" in record:
         fine, medium, coarse = record["ratios"]
         text += f", ratios {fine:.4f},{medium:.4f},{coarse:.4f}"
+    if "psnr" in record:
+        text += f", {record['psnr']:.2f} dB"
     if verbose:
         text += f" (sections {record['section_bytes']}, tokens {record['tokens']})"
     return text

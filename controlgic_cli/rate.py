@@ -29,6 +29,7 @@ than simple ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,6 +215,41 @@ def choose_for_size(path: RatePath, max_bytes: int) -> RateChoice:
         )
     step = int(fits[-1])
     return RateChoice(step, int(path.sizes[step]), True)
+
+
+# A quality search stops once the bracketing files differ by less than this share of the size:
+# a few more decodes would move the result by under half a percent of its bytes.
+QUALITY_SIZE_TOLERANCE = 0.005
+
+
+def choose_for_quality(
+    path: RatePath, quality_at: Callable[[int], float], target: float, unit: str = "dB"
+) -> tuple[RateChoice, float]:
+    """About the smallest step whose quality (higher is better) reaches the target, and that quality.
+
+    quality_at(step) decodes the plan at a step and measures it; it is called
+    about log2(steps) times, by bisection, which assumes quality grows along
+    the path. It does almost everywhere (each step adds detail) but not
+    strictly, so the answer is a step that reaches the target, within
+    QUALITY_SIZE_TOLERANCE of the bracketing step that does not, and not
+    always the smallest such step. Out of reach: the largest file, with a note.
+    """
+    low, high = 0, path.steps
+    high_quality = quality_at(high)
+    if high_quality < target:
+        note = f"target {target:g} {unit} is above what this image reaches ({high_quality:.2f} {unit} at most)"
+        return RateChoice(high, int(path.sizes[high]), False, note), high_quality
+    low_quality = quality_at(low) if high > low else high_quality
+    if low_quality >= target:
+        return RateChoice(low, int(path.sizes[low]), True), low_quality
+    while high - low > 1 and path.sizes[high] > path.sizes[low] * (1 + QUALITY_SIZE_TOLERANCE):
+        middle = (low + high) // 2
+        quality = quality_at(middle)
+        if quality >= target:
+            high, high_quality = middle, quality
+        else:
+            low = middle
+    return RateChoice(high, int(path.sizes[high]), True), high_quality
 
 
 def global_release_order(paths: list[RateSummary]) -> np.ndarray:

@@ -213,11 +213,19 @@ def test_target_options(tmp_path, tiny_weights):
     assert result.exit_code == 0
     assert json.loads(result.stdout)["target_reached"] is False
     assert "outside" in result.stderr
+    result = run(["encode", src, "-o", tmp_path / "p.cgic", "--target-psnr", "5", "--json", "--weights", tiny_weights])
+    assert result.exit_code == 0
+    record = json.loads(result.stdout)
+    assert record["target_reached"] is True and record["psnr"] >= 5
+    assert f"{record['psnr']:.2f} dB" in result.stderr
     for bad in (
         ["--target-bpp", "0"],
         ["--target-size", "0"],
+        ["--target-psnr", "0"],
+        ["--target-psnr", "100"],
         ["--budget", "dataset"],
         ["--target-bpp", "1", "-r", "1,0,0"],
+        ["--target-psnr", "30", "--target-size", "400"],
     ):
         assert run(["encode", src, *bad, "--weights", tiny_weights]).exit_code == 2
 

@@ -7,8 +7,17 @@ import pytest
 
 from controlgic_cli.api import Codec
 from controlgic_cli.errors import OptionsError
+from controlgic_cli.metrics.distortion import psnr
 from controlgic_cli.planner import plan_from_entropy
-from controlgic_cli.rate import FINE_ENTROPY_MARGIN, choose_dataset, choose_for_bpp, choose_for_size, dataset_steps
+from controlgic_cli.rate import (
+    FINE_ENTROPY_MARGIN,
+    QUALITY_SIZE_TOLERANCE,
+    choose_dataset,
+    choose_for_bpp,
+    choose_for_quality,
+    choose_for_size,
+    dataset_steps,
+)
 from controlgic_cli.ratios import ratios_to_ppm
 
 from .conftest import synthetic_photo
@@ -159,3 +168,81 @@ def test_rate_summaries_choose_the_same_steps_in_fewer_bytes(codec, analyses):
     for path, summary in zip(paths, summaries, strict=True):
         held = summary.sizes.nbytes + summary.step_thresholds.nbytes
         assert held <= 8 * (path.steps + 1)
+
+
+class _Path:
+    """The two things choose_for_quality reads of a RatePath."""
+
+    def __init__(self, sizes):
+        self.sizes = np.asarray(sizes)
+        self.steps = len(sizes) - 1
+
+
+def test_quality_search_finds_the_first_step_reaching_the_target_in_few_decodes():
+    path = _Path(np.round(1000 * 1.01 ** np.arange(1001)))  # 1000 steps, each 1 % larger: above the tolerance
+    calls = []
+
+    def quality(step):
+        calls.append(step)
+        return 20.0 + step / 100  # rises along the path
+
+    choice, reached = choose_for_quality(path, quality, 25.005)
+    assert choice.reachable and choice.step == 501 and reached == quality(501)
+    assert choice.size_bytes == path.sizes[501]
+    assert len(calls) <= 14, "bisection: about log2(1000) + 2 decodes"
+
+
+def test_quality_search_stops_within_the_size_tolerance():
+    path = _Path(np.full(1001, 10_000) + np.arange(1001))  # 1000 steps over 10 % of the size
+    choice, reached = choose_for_quality(path, lambda step: step / 10, 50.05)
+    assert reached >= 50.05
+    assert path.sizes[choice.step] <= path.sizes[501] * (1 + QUALITY_SIZE_TOLERANCE)
+
+
+def test_quality_search_edges():
+    path = _Path([100, 200, 300])
+    unreachable, best = choose_for_quality(path, lambda step: 10.0 + step, 40.0)
+    assert (unreachable.step, unreachable.reachable, best) == (2, False, 12.0)
+    assert "above what this image reaches (12.00 dB at most)" in unreachable.note
+    at_once, quality = choose_for_quality(path, lambda step: 30.0 + step, 25.0)
+    assert (at_once.step, at_once.reachable, quality) == (0, True, 30.0)
+    single, _ = choose_for_quality(_Path([100]), lambda step: 30.0, 25.0)
+    assert single.step == 0 and single.reachable
+
+
+@pytest.fixture(scope="module")
+def shipped_codec(shipped_weights):
+    return Codec(shipped_weights, device="cpu")
+
+
+def test_target_psnr_measures_the_file_it_writes(shipped_codec):
+    # The shipped model: a random tiny one gets no better along the path.
+    codec = shipped_codec
+    image = synthetic_photo(64, 80, seed=7)
+    analysis = codec.analyse(image)
+    path = codec.rate_path(analysis)
+    lowest, highest = codec._psnr_at(analysis, path, 0), codec._psnr_at(analysis, path, path.steps)
+    assert highest > lowest + 2
+    target = (lowest + highest) / 2
+    result = codec.encode_to_target(image, target_psnr=target)
+    assert result.target_reached and result.psnr >= target
+    decoded = np.asarray(codec.decode(result.data))
+    assert psnr(image, decoded) == pytest.approx(result.psnr, abs=1e-9), "the PSNR reported is the file's"
+    assert len(result.data) < path.sizes.max()
+
+    unreachable = codec.encode_to_target(image, target_psnr=99.0)
+    assert unreachable.target_reached is False and len(unreachable.data) == path.sizes[path.steps]
+    assert any("above what this image reaches" in w for w in unreachable.warnings)
+    with pytest.raises(OptionsError, match="exactly one"):
+        codec.encode_to_target(image, target_bpp=0.5, target_psnr=30.0)
+    with pytest.raises(OptionsError, match="between 0 and 100"):
+        codec.encode_to_target(image, target_psnr=0.0)
+
+
+def test_target_psnr_of_a_grey_image_is_measured_on_the_grey_output(codec):
+    grey = synthetic_photo(48, 64, seed=3)[..., 1]
+    result = codec.encode_to_target(grey, target_psnr=5.0)
+    decoded = np.asarray(codec.decode(result.data))
+    assert decoded.ndim == 2
+    to_rgb = lambda image: np.repeat(image[..., None], 3, axis=2)  # noqa: E731
+    assert psnr(to_rgb(grey), to_rgb(decoded)) == pytest.approx(result.psnr, abs=1e-9)
