@@ -19,6 +19,7 @@ What happens to each kind of input (also in README "Input images"):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -32,7 +33,11 @@ from .errors import ImageError
 from .metadata import METADATA_KINDS, read_metadata, save_options
 
 # Files a folder input contributes (cgic encode DIR, training, benchmarks).
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif"}
+IMAGE_SUFFIXES = {
+    ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif", ".heic", ".heif"
+}  # fmt: skip
+# ISO BMFF brands of HEIF stills (bytes 8-11 of the file), for a helpful message when pillow-heif is missing.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
 GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -75,6 +80,7 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
         return _from_pil(source, "image", metadata)
     name = "image data" if isinstance(source, bytes) else str(source)
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    heif_reader = _register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -85,11 +91,36 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
     except IsADirectoryError:
         raise ImageError(f"{name}: is a directory") from None
     except UnidentifiedImageError:
+        if not heif_reader and _looks_like_heif(source):
+            raise ImageError(f'{name}: HEIC/HEIF images need pillow-heif (pip install "cgic[heif]")') from None
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: image is too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: cannot read image ({exc})") from None
+
+
+@functools.cache
+def _register_heif() -> bool:
+    """Let Pillow open HEIC/HEIF (iPhone photos) when the optional pillow-heif is installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+def _looks_like_heif(source: str | Path | bytes) -> bool:
+    if isinstance(source, bytes):
+        head = source[:12]
+    else:
+        try:
+            with Path(source).open("rb") as file:
+                head = file.read(12)
+        except OSError:
+            return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def list_image_files(folder: str | Path) -> list[Path]:

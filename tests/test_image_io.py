@@ -515,3 +515,31 @@ def test_torch_tensors_in_torchvision_layout():
     ):
         with pytest.raises(ImageError, match=message):
             load_image(bad)
+
+
+def test_heic_photos_are_read_with_their_profile_and_metadata():
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x010F] = "cgic test phone"
+    buffer = io.BytesIO()
+    image = Image.new("RGB", (48, 32), (60, 160, 60))
+    image.save(buffer, "HEIF", quality=-1, icc_profile=matrix_profile("Test Adobe RGB"), exif=exif)
+    loaded = load_image(buffer.getvalue(), frozenset({"exif"}))
+    assert (loaded.width, loaded.height) == (48, 32) and loaded.colour_mode == COLOUR_RGB
+    assert "converted from its colour profile 'Test Adobe RGB' to sRGB" in loaded.warnings[0]
+    assert loaded.rgb[16, 24, 0] < 30, "the muted Adobe RGB green became a saturated sRGB green"
+    exif_kept = Image.Exif()
+    exif_kept.load(loaded.metadata.exif)
+    assert exif_kept[0x010F] == "cgic test phone"
+
+
+def test_heif_without_a_reader_names_the_missing_extra(monkeypatch):
+    from controlgic_cli import image_io
+
+    monkeypatch.setattr(image_io, "_register_heif", lambda: False)
+    not_decodable = b"\x00\x00\x00\x18ftypheic" + bytes(40)
+    with pytest.raises(ImageError, match=r'HEIC/HEIF images need pillow-heif \(pip install "cgic\[heif\]"\)'):
+        load_image(not_decodable)
+    with pytest.raises(ImageError, match="not an image Pillow can read"):
+        load_image(b"\x00\x00\x00\x18ftypisom" + bytes(40))
