@@ -186,21 +186,19 @@ def test_init_weights_continues_the_recorded_history(tmp_path, image_dir, metric
     assert follow_up.step == 3
 
 
+def continued(tmp_path, image_dir, metric_weights, model: dict, **changes) -> Trainer:
+    """A run in tmp_path/second that starts from tmp_path/first's checkpoint, with `model`."""
+    first_checkpoint = str(tmp_path / "first" / "checkpoint.pt")
+    return Trainer(
+        config(tmp_path / "second", image_dir, metric_weights, model=model, init_checkpoint=first_checkpoint, **changes)
+    )
+
+
 def test_init_checkpoint_grows_the_codebook_and_keeps_the_rest(tmp_path, image_dir, metric_weights):
     Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=3)).run()
     first = torch.load(tmp_path / "first" / "checkpoint.pt", weights_only=True)
     grown_model = {**TINY, "codebook_size": 48}
-    follow_up = Trainer(
-        config(
-            tmp_path / "second",
-            image_dir,
-            metric_weights,
-            model=grown_model,
-            max_steps=4,
-            dead_code_interval=0,
-            init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
-        )
-    )
+    follow_up = continued(tmp_path, image_dir, metric_weights, grown_model, max_steps=4, dead_code_interval=0)
     assert follow_up.step == 3 and follow_up.crops_seen == 6
     codebook = follow_up.model.quantizer.codebook
     assert codebook.shape == (48, 4)
@@ -224,16 +222,7 @@ def test_init_checkpoint_adds_residual_blocks_that_start_as_identities(tmp_path,
     Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=2)).run()
     first = Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=2))
     grown_model = {**TINY, "encoder_blocks": [1, 2, 1], "decoder_blocks": [1, 2, 1, 1]}
-    follow_up = Trainer(
-        config(
-            tmp_path / "second",
-            image_dir,
-            metric_weights,
-            model=grown_model,
-            max_steps=3,
-            init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
-        )
-    )
+    follow_up = continued(tmp_path, image_dir, metric_weights, grown_model, max_steps=3)
     assert follow_up.step == 2
     assert len(list(follow_up.model.parameters())) > len(list(first.model.parameters()))
 
@@ -269,15 +258,7 @@ def test_init_checkpoint_refuses_changes_that_cannot_start_as_the_same_network(
 ):
     Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=1)).run()
     with pytest.raises(ValueError, match=problem):
-        Trainer(
-            config(
-                tmp_path / "second",
-                image_dir,
-                metric_weights,
-                model={**TINY, **change},
-                init_checkpoint=str(tmp_path / "first" / "checkpoint.pt"),
-            )
-        )
+        continued(tmp_path, image_dir, metric_weights, {**TINY, **change})
 
 
 def test_dists_term_joins_the_loss_on_the_first_crops(tmp_path, image_dir, metric_weights):
