@@ -185,7 +185,7 @@ class Trainer:
                 "event": "initialised from checkpoint",
                 "path": str(checkpoint_path),
                 "step": self.step,
-                "grown_from": json.loads(old_config.to_json()),
+                "checkpoint_model": json.loads(old_config.to_json()),
             }
         )
 
