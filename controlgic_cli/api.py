@@ -197,22 +197,12 @@ class Codec:
             rate_controlled=rate_controlled,
         )
         data = pack_file(header, sections)
-        metadata_bytes = len(pack_metadata(sections.metadata))
         stats = EncodeStats(
             width=source.width,
             height=source.height,
             ratios=ppm_to_ratios(ratios_ppm),
             token_counts=plan.token_counts,
-            section_bytes={
-                "header": len(data)
-                - metadata_bytes
-                - sum(len(s) for s in (sections.masks, sections.fine, sections.medium, sections.coarse)),
-                "masks": len(sections.masks),
-                "fine": len(sections.fine),
-                "medium": len(sections.medium),
-                "coarse": len(sections.coarse),
-                "metadata": metadata_bytes,
-            },
+            section_bytes=sections.sizes(),
             size_bytes=len(data),
             bpp=8 * len(data) / (source.width * source.height),
         )

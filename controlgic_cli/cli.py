@@ -18,16 +18,7 @@ import click
 
 from . import __version__
 from .batch import FileOutcome, FileTask, error_text
-from .container import (
-    COLOUR_GREY,
-    COLOUR_RGB,
-    COLOUR_RGB_ALPHA_DROPPED,
-    FORMAT_VERSION,
-    FORMAT_VERSION_METADATA,
-    HEADER_SIZE,
-    pack_metadata,
-    parse_file,
-)
+from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, parse_file
 from .errors import CgicError, OptionsError
 from .fileio import STDIO, read_source, refuse_existing, write_target
 from .image_io import IMAGE_SUFFIXES
@@ -469,15 +460,8 @@ def info(inputs, as_json, verbose) -> None:
             reporter.error(f"{source}: {message}")
             continue
         ratios = ppm_to_ratios(header.ratios)
-        section_bytes = {
-            "header": HEADER_SIZE,
-            "masks": len(sections.masks),
-            "fine": len(sections.fine),
-            "medium": len(sections.medium),
-            "coarse": len(sections.coarse),
-            "metadata": len(pack_metadata(sections.metadata)),
-        }
-        version = FORMAT_VERSION_METADATA if sections.metadata else FORMAT_VERSION
+        section_bytes = sections.sizes()
+        version = sections.format_version
         metadata = {kind: len(part) for kind, part in sections.metadata.records()}
         record = {
             "input": source,

@@ -93,6 +93,22 @@ class CgicSections:
     coarse: bytes
     metadata: ImageMetadata = ImageMetadata()
 
+    @property
+    def format_version(self) -> int:
+        """Version 2 only when there is metadata to carry, so every other file stays readable by version-1 readers."""
+        return FORMAT_VERSION_METADATA if self.metadata else FORMAT_VERSION
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of each part of the file these sections make, header included (`cgic info`, encode stats)."""
+        return {
+            "header": HEADER_SIZE,
+            "masks": len(self.masks),
+            "fine": len(self.fine),
+            "medium": len(self.medium),
+            "coarse": len(self.coarse),
+            "metadata": len(pack_metadata(self.metadata)),
+        }
+
 
 def mask_section_size_range(width: int, height: int) -> tuple[int, int]:
     """Smallest and largest possible mask section in bytes for an image of this size.
@@ -130,7 +146,7 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
     payload = sections.masks + sections.fine + sections.medium + sections.coarse + pack_metadata(sections.metadata)
     fields = _HEADER_FIELDS.pack(
         MAGIC,
-        FORMAT_VERSION_METADATA if sections.metadata else FORMAT_VERSION,
+        sections.format_version,
         header.colour_mode,
         FLAG_RATE_CONTROLLED if header.rate_controlled else 0,
         0,
