@@ -187,7 +187,8 @@ def _parse_metadata(data: bytes) -> ImageMetadata:
         code, length = _RECORD_HEAD.unpack_from(data, offset)
         if code not in kinds:
             raise FormatError(f"invalid .cgic metadata: unknown record type 0x{code.hex()}")
-        if order.index(code) <= last:
+        position = order.index(code)
+        if position <= last:
             raise FormatError(f"invalid .cgic metadata: record {code.decode()!r} is repeated or out of order")
         if length == 0:
             raise FormatError(f"invalid .cgic metadata: empty {code.decode()!r} record")
@@ -199,7 +200,7 @@ def _parse_metadata(data: bytes) -> ImageMetadata:
             )
         found[kinds[code]] = data[offset : offset + length]
         offset += length
-        last = order.index(code)
+        last = position
     return ImageMetadata(**found)
 
 
