@@ -21,9 +21,10 @@ import torch
 from PIL import Image
 
 from .container import CgicHeader, CgicSections, ImageMetadata, pack_file, pack_metadata, parse_file, read_header
-from .entropy_coder import IndexCoder, pack_masks, unpack_masks
+from .entropy_coder import pack_masks, unpack_masks
 from .errors import ImageError, ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, load_image, to_pil
+from .index_coding import NeighbourRankCoding, UsageCoding
 from .inference import TiledNetwork
 from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
@@ -126,7 +127,12 @@ class Codec:
         self.model: LoadedModel = load_weights(weights, self.device)
         self.network = TiledNetwork(self.model.network.to(memory_format=torch.channels_last), self.device, tiles)
         usage = self.model.code_usage
-        self.coders = {name: IndexCoder(usage[name]) for name in ("fine", "medium", "coarse")}
+        # Writes version 3 when the weights carry rank tables; reads version 1 and 2 files with usage coding.
+        self.usage_coding = UsageCoding(usage)
+        self.index_coding = self.usage_coding
+        if self.model.rank_usage is not None:
+            codebook = self.model.network.quantizer.codebook.detach().cpu().double().numpy()
+            self.index_coding = NeighbourRankCoding(codebook, usage, self.model.rank_usage)
 
     @property
     def model_id(self) -> bytes:
@@ -180,12 +186,14 @@ class Codec:
     ) -> EncodeResult:
         """Write the file for an explicit plan; ratios_ppm only fills the (informational) header field."""
         fine, medium, coarse = analysis.indices
+        coding = self.index_coding
         sections = CgicSections(
             masks=pack_masks(plan.coarse, plan.medium),
-            fine=self.coders["fine"].encode(fine[plan.fine]),
-            medium=self.coders["medium"].encode(medium[plan.medium]),
-            coarse=self.coders["coarse"].encode(coarse[plan.coarse]),
+            fine=coding.encode("fine", fine, plan.fine),
+            medium=coding.encode("medium", medium, plan.medium),
+            coarse=coding.encode("coarse", coarse, plan.coarse),
             metadata=analysis.source.metadata,
+            rank_coded=coding.rank_coded,
         )
         source = analysis.source
         header = CgicHeader(
@@ -216,7 +224,7 @@ class Codec:
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
         metadata_bytes = len(pack_metadata(analysis.source.metadata))
-        return rate_path(analysis.entropy, analysis.indices, self.coders, metadata_bytes)
+        return rate_path(analysis.entropy, analysis.indices, self.index_coding, metadata_bytes)
 
     def encode_to_target(
         self,
@@ -305,24 +313,32 @@ class Codec:
 
     def _decode(self, data: bytes) -> tuple[np.ndarray, CgicHeader, ImageMetadata]:
         header, sections = parse_file(data)
-        if header.model_id != self.model_id:
+        # Version 1 and 2 files name the weights without their rank tables, which they do not use.
+        coding, loaded_id = (
+            (self.index_coding, self.model_id) if sections.rank_coded else (self.usage_coding, self.model.base_model_id)
+        )
+        if header.model_id != loaded_id:
             raise ModelError(
                 f"this file needs model {header.model_id.hex()}, but the loaded weights "
-                f"({self.model.path.name}) are model {self.model_id.hex()}; pass --weights with the right file"
+                f"({self.model.path.name}) are model {loaded_id.hex()}; pass --weights with the right file"
+            )
+        if sections.rank_coded and not coding.rank_coded:
+            # Only a forged header gets here: version-3 files are written with rank tables, which change the id.
+            raise ModelError(
+                f"this version-3 file needs rank tables, which the loaded weights ({self.model.path.name}) lack"
             )
         _check_size(header.width, header.height)
         h16, w16 = -(-header.height // BLOCK), -(-header.width // BLOCK)
         coarse_mask, medium_mask = unpack_masks(sections.masks, h16, w16)
         fine_mask = GranularityPlan(coarse=coarse_mask, medium=medium_mask).fine
-        maps = []
-        for name, mask, stream in (
-            ("fine", fine_mask, sections.fine),
-            ("medium", medium_mask, sections.medium),
-            ("coarse", coarse_mask, sections.coarse),
-        ):
-            index_map = np.zeros(mask.shape, np.int64)
-            index_map[mask] = self.coders[name].decode(stream, int(mask.sum()))
-            maps.append(index_map)
+        maps = [
+            coding.decode(level, stream, mask)
+            for level, mask, stream in (
+                ("fine", fine_mask, sections.fine),
+                ("medium", medium_mask, sections.medium),
+                ("coarse", coarse_mask, sections.coarse),
+            )
+        ]
         rgb = self.network.decode(tuple(maps), coarse_mask, medium_mask)
         return np.ascontiguousarray(rgb[: header.height, : header.width]), header, sections.metadata
 

@@ -1,8 +1,11 @@
 """The .cgic container: a fixed 60-byte header, then the payload.
 
 Format version 1 is the image alone; version 2 is the same file followed by
-metadata records (colour profile, Exif, XMP), and is written only when there
-is metadata to keep, so every file without any stays version 1.
+metadata records (colour profile, Exif, XMP). Version 3 has the layout of
+version 2, metadata records optional, but its index streams are
+neighbour-rank coded (index_coding.py). Versions 1 and 2 use usage coding:
+this cgic reads all three and writes version 3 with weights that carry rank
+tables, else version 1 or 2.
 
 docs/format.md is the specification; this module is its only implementation.
 Every length in a file is checked before it is used, and nothing is allocated
@@ -23,7 +26,8 @@ from .ratios import ratios_ppm_problem
 MAGIC = b"CGIC"
 FORMAT_VERSION = 1
 FORMAT_VERSION_METADATA = 2
-READABLE_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_METADATA)
+FORMAT_VERSION_RANK_CODED = 3
+READABLE_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_METADATA, FORMAT_VERSION_RANK_CODED)
 HEADER_SIZE = 60
 MAX_DIMENSION = 65535
 MODEL_ID_SIZE = 8
@@ -85,17 +89,23 @@ class ImageMetadata:
 
 @dataclass(frozen=True)
 class CgicSections:
-    """The payload: mask section, the fine, medium and coarse index streams, and any metadata."""
+    """The payload: mask section, the fine, medium and coarse index streams, and any metadata.
+
+    rank_coded: the index streams hold neighbour ranks (version 3), not indices.
+    """
 
     masks: bytes
     fine: bytes
     medium: bytes
     coarse: bytes
     metadata: ImageMetadata = ImageMetadata()
+    rank_coded: bool = False
 
     @property
     def format_version(self) -> int:
-        """Version 2 only when there is metadata to carry, so every other file stays readable by version-1 readers."""
+        """Version 3 for rank-coded streams; else 2 only when there is metadata, so the rest stays version 1."""
+        if self.rank_coded:
+            return FORMAT_VERSION_RANK_CODED
         return FORMAT_VERSION_METADATA if self.metadata else FORMAT_VERSION
 
     def sizes(self) -> dict[str, int]:
@@ -173,9 +183,9 @@ def pack_metadata(metadata: ImageMetadata) -> bytes:
     return out
 
 
-def _parse_metadata(data: bytes) -> ImageMetadata:
-    """Split a version-2 metadata section into its records, checking order, lengths and types."""
-    if not data:
+def _parse_metadata(data: bytes, version: int) -> ImageMetadata:
+    """Split a version-2 or -3 metadata section into its records, checking order, lengths and types."""
+    if not data and version == FORMAT_VERSION_METADATA:
         raise FormatError("invalid .cgic file: version 2 without metadata records")
     kinds = {code: kind for kind, code in METADATA_RECORD_TYPES.items()}
     order = list(METADATA_RECORD_TYPES.values())
@@ -213,7 +223,7 @@ def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], i
     if len(data) > len(MAGIC) and data[len(MAGIC)] not in READABLE_VERSIONS:
         raise FormatError(
             f"unsupported .cgic format version {data[len(MAGIC)]} "
-            f"(this cgic reads versions {FORMAT_VERSION} and {FORMAT_VERSION_METADATA})"
+            f"(this cgic reads versions {', '.join(map(str, READABLE_VERSIONS))})"
         )
     if len(data) < HEADER_SIZE:
         raise FormatError(f"truncated .cgic file: {len(data)} bytes, shorter than its {HEADER_SIZE}-byte header")
@@ -287,5 +297,12 @@ def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
         sections.append(data[offset : offset + length])
         offset += length
     masks, fine, medium, coarse = sections
-    metadata = _parse_metadata(data[offset:]) if version == FORMAT_VERSION_METADATA else ImageMetadata()
-    return header, CgicSections(masks=masks, fine=fine, medium=medium, coarse=coarse, metadata=metadata)
+    metadata = _parse_metadata(data[offset:], version) if version != FORMAT_VERSION else ImageMetadata()
+    return header, CgicSections(
+        masks=masks,
+        fine=fine,
+        medium=medium,
+        coarse=coarse,
+        metadata=metadata,
+        rank_coded=version == FORMAT_VERSION_RANK_CODED,
+    )

@@ -3,7 +3,9 @@
 The indices of every cell at every granularity do not depend on the ratios
 (api.Analysis holds them), so the size of the file any plan would produce is
 a sum of Huffman code lengths, mask bits and the header, known without
-running the network again.
+running the network again. With neighbour-rank coding a code length also
+depends on which neighbours are sent; index_coding.py accounts for that, and
+the sizes stay exact.
 
 Rate control walks a one-dimensional path through the plans, driven by one
 entropy threshold T falling from above every patch's entropy to below all:
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .container import HEADER_SIZE
-from .entropy_coder import IndexCoder
+from .index_coding import UsageCoding
 from .planner import GranularityPlan, PatchEntropy
 from .ratios import PPM
 
@@ -115,7 +117,7 @@ class RatePath(RateSummary):
 def rate_path(
     entropy: PatchEntropy,
     indices: tuple[np.ndarray, np.ndarray, np.ndarray],
-    coders: dict[str, IndexCoder],
+    coding: UsageCoding,
     metadata_bytes: int = 0,
 ) -> RatePath:
     """The path of one image; metadata_bytes: the file's metadata section, the same at every step."""
@@ -123,12 +125,6 @@ def rate_path(
     h16, w16 = entropy.coarse.shape
     h8, w8 = entropy.medium.shape
     n16, n8 = h16 * w16, h8 * w8
-    fine_len = coders["fine"].code_lengths[fine_idx]
-    medium_len = coders["medium"].code_lengths[medium_idx].ravel()
-    coarse_len = coders["coarse"].code_lengths[coarse_idx].ravel()
-    # Bits of the four medium tokens under each coarse cell, and the four fine tokens under each medium cell.
-    medium_under_coarse = medium_len.reshape(h16, 2, w16, 2).sum(axis=(1, 3)).ravel()
-    fine_under_medium = fine_len.reshape(h8, 2, w8, 2).sum(axis=(1, 3)).ravel()
 
     e16 = entropy.coarse.ravel()
     e8 = entropy.medium.ravel()
@@ -155,20 +151,25 @@ def rate_path(
     inside_group = np.cumsum(open_spans)[: events.size + 1] > 0
     step_events = np.flatnonzero(~inside_group)
 
-    # Bits per section after each event, starting from all coarse. Each event is
-    # looked up in both tables (clamped) and np.where keeps the one that applies.
-    leaves_coarse = events < n16
-    coarse_cell = np.minimum(events, n16 - 1)
-    medium_cell = np.maximum(events - n16, 0)
-    all_coarse_bits = int(coarse_len.sum())
-    mask_bits = n16 + 4 * np.cumsum(leaves_coarse)
-    coarse_bits = all_coarse_bits - np.cumsum(np.where(leaves_coarse, coarse_len[coarse_cell], 0))
-    medium_bits = np.cumsum(np.where(leaves_coarse, medium_under_coarse[coarse_cell], -medium_len[medium_cell]))
-    fine_bits = np.cumsum(np.where(leaves_coarse, 0, fine_under_medium[medium_cell]))
-    fixed = HEADER_SIZE + metadata_bytes
-    after = fixed + sum(_ceil_bytes(b) for b in (mask_bits, coarse_bits, medium_bits, fine_bits))
-    start = fixed + _ceil_bytes(n16) + _ceil_bytes(all_coarse_bits)
-    sizes = np.concatenate([[start], after])[step_events]
+    # Time t = events done. Each cell is sent during one interval of t: a coarse cell until it
+    # is released, a medium cell from its coarse cell's release until it goes fine, a fine
+    # cell from its medium cell's change on. The coding turns those into bits at every t.
+    times = events.size
+    released_at = rank[:n16] + 1
+    fine_from = (rank[n16:] + 1).reshape(h8, w8)
+    intervals = {
+        "coarse": (np.zeros((h16, w16), np.int64), released_at.reshape(h16, w16)),
+        "medium": (released_at[parent].reshape(h8, w8), fine_from),
+        "fine": (np.repeat(np.repeat(fine_from, 2, axis=0), 2, axis=1), np.full(fine_idx.shape, times + 1)),
+    }
+    stream_bytes = [
+        _ceil_bytes(coding.bits_over_time(level, index_map, *intervals[level], times))
+        for level, index_map in (("fine", fine_idx), ("medium", medium_idx), ("coarse", coarse_idx))
+    ]
+    released_count = np.concatenate([[0], np.cumsum(events < n16)])
+    mask_bits = n16 + 4 * released_count
+    size_at = HEADER_SIZE + metadata_bytes + _ceil_bytes(mask_bits) + sum(stream_bytes)
+    sizes = size_at[step_events]
 
     return RatePath(
         sizes=sizes.astype(np.int64),

@@ -29,8 +29,11 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.clip(base + texture, 0, 255).astype(np.uint8)
 
 
-def build_tiny_weights(path, seed: int = 0) -> bytes:
-    """Write a tiny randomly initialised model with skewed code-usage counts; returns its model id."""
+def build_tiny_weights(path, seed: int = 0, rank_tables: bool = False) -> bytes:
+    """Write a tiny randomly initialised model with skewed code-usage counts; returns its model id.
+
+    rank_tables: also skewed rank counts (small ranks common, as in trained weights), so files are version 3.
+    """
     torch.manual_seed(seed)
     network = ControlGIC(ModelConfig.tiny())
     k = network.config.codebook_size
@@ -38,13 +41,22 @@ def build_tiny_weights(path, seed: int = 0) -> bytes:
         name: [int(1 + (1000 // (i + 1 + offset))) for i in range(k)]
         for offset, name in enumerate(("fine", "medium", "coarse"))
     }
-    return save_weights(path, network, usage)
+    ranks = {name: [1 + 5000 // (rank + 1) for rank in range(k)] for name in usage} if rank_tables else None
+    return save_weights(path, network, usage, rank_usage=ranks)
 
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     build_tiny_weights(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_rank_weights(tmp_path_factory):
+    """tiny_weights plus rank tables: the same network and usage counts, writing version-3 files."""
+    path = tmp_path_factory.mktemp("weights-rank") / "tiny-rank.safetensors"
+    build_tiny_weights(path, rank_tables=True)
     return path
 
 

@@ -180,9 +180,9 @@ def test_bad_magic_is_rejected(data):
         parse_file(data)
 
 
-@pytest.mark.parametrize("version", [0, 3, 255])
+@pytest.mark.parametrize("version", [0, 4, 255])
 def test_other_versions_are_rejected_before_anything_else(version):
-    message = rf"^unsupported \.cgic format version {version} \(this cgic reads versions 1 and 2\)$"
+    message = rf"^unsupported \.cgic format version {version} \(this cgic reads versions 1, 2, 3\)$"
     with pytest.raises(FormatError, match=message):
         parse_file(spec_file(version=version))
     # Even a future file too short for a version-1 header names the version problem.

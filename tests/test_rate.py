@@ -23,9 +23,10 @@ from controlgic_cli.ratios import ratios_to_ppm
 from .conftest import synthetic_photo
 
 
-@pytest.fixture(scope="module")
-def codec(tiny_weights):
-    return Codec(tiny_weights, device="cpu")
+@pytest.fixture(scope="module", params=["usage-coded", "rank-coded"])
+def codec(request, tiny_weights, tiny_rank_weights):
+    """Every rate-control test runs with both index codings: sizes must be exact for each."""
+    return Codec(tiny_rank_weights if request.param == "rank-coded" else tiny_weights, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,10 @@ def test_export_writes_loadable_weights_with_integer_usage(tmp_path, image_dir, 
         assert len(counts) == 32 and min(counts) >= 1 and all(isinstance(c, int) for c in counts)
     assert sum(loaded.code_usage["fine"]) > 32, "the training images' tokens were counted"
     assert np.isfinite(loaded.network.quantizer.codebook.numpy()).all()
+    # Rank tables are counted from the same tokens: as many ranks as indices per granularity.
+    assert loaded.rank_usage is not None and loaded.base_model_id != loaded.model_id
+    for name, counts in loaded.rank_usage.items():
+        assert len(counts) == 32 and min(counts) >= 1 and sum(counts) == sum(loaded.code_usage[name])
 
 
 def _photo_folder(folder: Path, count: int, quality: int = 97) -> Path:

@@ -6,8 +6,13 @@ A weights file is self-describing. Its safetensors metadata holds:
   "code_usage"  {"fine": [...], "medium": [...], "coarse": [...]}: integer
                 code-usage counts per granularity, each count >= 1, from which
                 the canonical Huffman tables are built
+  "rank_usage"  optional, the same shape: counts of neighbour ranks
+                (index_coding.py), for format-version-3 files
 The model id written into every .cgic file is the first 8 bytes of the sha256
 of the whole weights file, so a file can name the exact model it needs.
+Version 1 and 2 files do not use the rank tables, so they name the base model
+id: that of the same file without "rank_usage". Adding rank tables to a
+weights file therefore keeps every older file decodable.
 Only safetensors and JSON are parsed: nothing here can execute code.
 """
 
@@ -35,6 +40,9 @@ GRANULARITIES = ("fine", "medium", "coarse")
 MODEL_ID_BYTES = 8
 
 
+RANK_USAGE_KEY = "rank_usage"
+
+
 @dataclass
 class LoadedModel:
     network: ControlGIC
@@ -42,6 +50,8 @@ class LoadedModel:
     model_id: bytes
     path: Path
     metadata: dict[str, str]
+    rank_usage: dict[str, list[int]] | None = None
+    base_model_id: bytes = b""  # the id version 1 and 2 files name (model_id when there are no rank tables)
 
     @property
     def config(self) -> ModelConfig:
@@ -65,9 +75,9 @@ def default_weights_path() -> Path:
         return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_WEIGHTS_NAME
 
 
-def validate_code_usage(code_usage: object, codebook_size: int) -> dict[str, list[int]]:
+def validate_code_usage(code_usage: object, codebook_size: int, what: str = "code-usage") -> dict[str, list[int]]:
     if not isinstance(code_usage, dict) or set(code_usage) != set(GRANULARITIES):
-        raise ModelError(f"code-usage table must have exactly the keys {list(GRANULARITIES)}")
+        raise ModelError(f"{what} table must have exactly the keys {list(GRANULARITIES)}")
     checked = {}
     for name in GRANULARITIES:
         counts = code_usage[name]
@@ -76,7 +86,7 @@ def validate_code_usage(code_usage: object, codebook_size: int) -> dict[str, lis
             or len(counts) != codebook_size
             or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
         ):
-            raise ModelError(f"code-usage table '{name}' must list {codebook_size} integer counts, each >= 1")
+            raise ModelError(f"{what} table '{name}' must list {codebook_size} integer counts, each >= 1")
         checked[name] = counts
     return checked
 
@@ -86,9 +96,12 @@ def save_weights(
     network: ControlGIC,
     code_usage: dict[str, list[int]],
     extra_metadata: dict[str, str] | None = None,
+    rank_usage: dict[str, list[int]] | None = None,
 ) -> bytes:
     """Write half-precision weights with config and code tables; returns the model id."""
     code_usage = validate_code_usage(code_usage, network.config.codebook_size)
+    if rank_usage is not None:
+        rank_usage = validate_code_usage(rank_usage, network.config.codebook_size, "rank-usage")
     tensors = {
         name: tensor.detach().to("cpu", torch.float16).contiguous() for name, tensor in network.state_dict().items()
     }
@@ -100,6 +113,9 @@ def save_weights(
             "code_usage": json.dumps(code_usage, separators=(",", ":")),
         }
     )
+    metadata.pop(RANK_USAGE_KEY, None)
+    if rank_usage is not None:
+        metadata[RANK_USAGE_KEY] = json.dumps(rank_usage, separators=(",", ":"))
     data = _canonical_header(save_safetensors(tensors, metadata=metadata))
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
@@ -108,8 +124,8 @@ def save_weights(
     return model_id_of(data)
 
 
-def _canonical_header(data: bytes) -> bytes:
-    """Rewrite the safetensors JSON header with sorted keys.
+def _canonical_header(data: bytes, drop_metadata: str | None = None) -> bytes:
+    """Rewrite the safetensors JSON header with sorted keys (without one metadata key, if named).
 
     safetensors writes its metadata in hash-map order, so the same tensors
     saved twice could differ in bytes, and so in model id. Tensor offsets are
@@ -117,6 +133,8 @@ def _canonical_header(data: bytes) -> bytes:
     """
     header_len = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + header_len])
+    if drop_metadata is not None:
+        header.get("__metadata__", {}).pop(drop_metadata, None)
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data block stays 8-byte aligned
     return len(text).to_bytes(8, "little") + text + data[8 + header_len :]
@@ -156,6 +174,14 @@ def load_weights(path: str | Path | None = None, device: str | torch.device = "c
         code_usage = validate_code_usage(json.loads(metadata.get("code_usage", "null")), config.codebook_size)
     except json.JSONDecodeError:
         raise ModelError(f"{path}: code-usage table is not valid JSON") from None
+    rank_usage = None
+    base_model_id = model_id_of(data)
+    if RANK_USAGE_KEY in metadata:
+        try:
+            rank_usage = validate_code_usage(json.loads(metadata[RANK_USAGE_KEY]), config.codebook_size, "rank-usage")
+        except json.JSONDecodeError:
+            raise ModelError(f"{path}: rank-usage table is not valid JSON") from None
+        base_model_id = model_id_of(_canonical_header(data, drop_metadata=RANK_USAGE_KEY))
     try:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError) as exc:
@@ -173,4 +199,4 @@ def load_weights(path: str | Path | None = None, device: str | torch.device = "c
             )
     network.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     network.eval().requires_grad_(False).to(device)
-    return LoadedModel(network, code_usage, model_id_of(data), path, metadata)
+    return LoadedModel(network, code_usage, model_id_of(data), path, metadata, rank_usage, base_model_id)

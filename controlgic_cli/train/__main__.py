@@ -1,4 +1,4 @@
-"""`python -m controlgic_cli.train run|export|pack|compare`: train, freeze weights, pack the data, compare runs."""
+"""`python -m controlgic_cli.train run|export|rank-tables|pack|compare`: train, freeze, pack the data, compare."""
 
 from __future__ import annotations
 
@@ -88,6 +88,24 @@ def export(checkpoint, data_dir, output, threads) -> None:
     torch.set_num_threads(threads)
     model_id, info = export_weights(Path(checkpoint), Path(data_dir), Path(output))
     click.echo(json.dumps({"model_id": model_id.hex(), **info}), err=False)
+
+
+@main.command("rank-tables")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option(
+    "--data-dir", type=click.Path(exists=True, file_okay=False), required=True, help="Images to count ranks on."
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--threads", type=int, default=1, show_default=True)
+def rank_tables(weights, data_dir, output, threads) -> None:
+    """Add neighbour-rank tables (format version 3) to a weights file, keeping everything else."""
+    import torch
+
+    from .freeze import add_rank_tables
+
+    torch.set_num_threads(threads)
+    model_id, base_model_id = add_rank_tables(Path(weights), Path(data_dir), Path(output))
+    click.echo(json.dumps({"model_id": model_id.hex(), "base_model_id": base_model_id.hex()}))
 
 
 @main.command()
