@@ -466,6 +466,7 @@ def info(inputs, as_json, verbose) -> None:
         record = {
             "input": source,
             "format_version": version,
+            "index_coding": "neighbour-rank" if sections.rank_coded else "usage",
             "width": header.width,
             "height": header.height,
             "colour": COLOUR_NAMES[header.colour_mode],
@@ -485,7 +486,7 @@ def info(inputs, as_json, verbose) -> None:
             f"{record['bpp']:.4f} bpp\n"
             f"  ratios (fine, medium, coarse): {ratios[0]:.6g}, {ratios[1]:.6g}, {ratios[2]:.6g}"
             f"{' (rate control)' if header.rate_controlled else ''}\n"
-            f"  model: {record['model_id']}\n"
+            f"  model: {record['model_id']}, {record['index_coding']} coded indices\n"
             f"  sections: " + ", ".join(f"{k} {v}" for k, v in section_bytes.items())
         )
         if metadata:

@@ -196,8 +196,18 @@ def test_info_reports_header_without_a_model(tmp_path, tiny_weights):
     assert record["ratios"] == [0.301, 0.599, 0.1]
     assert record["bytes"] == (tmp_path / "in.cgic").stat().st_size
     assert record["bpp"] == pytest.approx(8 * record["bytes"] / 1500, abs=1e-6)
+    assert (record["format_version"], record["index_coding"]) == (1, "usage")
     (tmp_path / "bad.cgic").write_bytes(b"nope")
     assert run(["info", tmp_path / "bad.cgic"]).exit_code == 1
+
+
+def test_info_names_neighbour_rank_coding_of_version_3(tmp_path, tiny_rank_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(30, 50))
+    assert run(["encode", src, "--weights", tiny_rank_weights]).exit_code == 0
+    record = json.loads(run(["info", tmp_path / "in.cgic", "--json"]).stdout)
+    assert (record["format_version"], record["index_coding"]) == (3, "neighbour-rank")
+    text = run(["info", tmp_path / "in.cgic"]).output
+    assert "cgic v3" in text and "neighbour-rank coded indices" in text
 
 
 def test_target_options(tmp_path, tiny_weights):

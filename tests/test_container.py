@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from controlgic_cli.container import (
     FORMAT_VERSION,
     FORMAT_VERSION_METADATA,
+    FORMAT_VERSION_RANK_CODED,
     HEADER_SIZE,
     MAGIC,
     MAX_DIMENSION,
@@ -226,6 +227,23 @@ def test_without_metadata_the_file_stays_version_1():
     assert parse_file(pack_file(SMALL_HEADER, SMALL_SECTIONS))[1].metadata == ImageMetadata()
 
 
+@pytest.mark.parametrize("metadata", [ImageMetadata(), ImageMetadata(icc=ICC, exif=EXIF)])
+def test_rank_coded_streams_make_a_version_3_file_laid_out_as_documented(metadata):
+    sections = dataclasses.replace(SMALL_SECTIONS, metadata=metadata, rank_coded=True)
+    data = pack_file(SMALL_HEADER, sections)
+    records = b"".join(record(code, part) for code, part in ((b"ICCP", ICC), (b"EXIF", EXIF)) if metadata)
+    payload = b"\x80\x12\x34\x56\x78\x9a\xbc" + records
+    assert data == spec_file(version=3, model_id=bytes(range(1, 9)), section_lengths=(1, 3, 2, 1), payload=payload)
+    assert parse_file(data) == (SMALL_HEADER, sections)
+    assert sections.format_version == FORMAT_VERSION_RANK_CODED == 3
+
+
+def test_version_3_metadata_is_checked_like_version_2s():
+    data = spec_file(version=3, section_lengths=(1, 0, 0, 0), payload=b"\x80" + record(b"GPS ", b"x"))
+    with pytest.raises(FormatError, match="unknown record type"):
+        parse_file(data)
+
+
 def version_2(metadata_section: bytes) -> bytes:
     return spec_file(version=2, section_lengths=(1, 0, 0, 0), payload=b"\x80" + metadata_section)
 
@@ -386,10 +404,10 @@ def test_mask_section_size_range():
 # --- import weight --------------------------------------------------------------------------
 
 
-def test_container_and_entropy_coder_do_not_import_torch():
+def test_container_and_coders_do_not_import_torch():
     code = (
         "import sys\n"
-        "import controlgic_cli.container, controlgic_cli.entropy_coder\n"
+        "import controlgic_cli.container, controlgic_cli.entropy_coder, controlgic_cli.index_coding\n"
         "heavy = sorted(m for m in ('torch', 'click', 'tqdm') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
