@@ -81,9 +81,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "tiny.safetensors"
         build_tiny_weights(weights)
-        codec = Codec(weights, device="cpu")
+        ranked_weights = Path(tmp) / "tiny-rank.safetensors"
+        build_tiny_weights(ranked_weights, rank_tables=True)
+        # The rank tables' base model is the plain one: this codec decodes all three versions.
+        codec = Codec(ranked_weights, device="cpu")
+        plain_codec = Codec(weights, device="cpu")
         seeds = [
-            codec.encode(synthetic_photo(h, w, seed=i), ratios).data
+            plain_codec.encode(synthetic_photo(h, w, seed=i), ratios).data
             for i, ((h, w), ratios) in enumerate(
                 [
                     ((16, 16), (0.3, 0.6, 0.1)),
@@ -97,7 +101,10 @@ def main() -> None:
         # A version-2 file: the metadata records after the image sections get mutated too.
         with_metadata = ImageMetadata(icc=b"\x00" * 40, exif=b"MM\x00\x2a" + bytes(12), xmp=b"<x:xmpmeta/>")
         source = dataclasses.replace(load_image(synthetic_photo(32, 48, seed=5)), metadata=with_metadata)
+        seeds.append(plain_codec.encode(source, (0.3, 0.6, 0.1)).data)
+        # Version 3 (neighbour-rank streams), with and without metadata records.
         seeds.append(codec.encode(source, (0.3, 0.6, 0.1)).data)
+        seeds.append(codec.encode(synthetic_photo(48, 64, seed=6), (0.2, 0.5, 0.3)).data)
     rng = np.random.default_rng(args.seed)
     outcomes: collections.Counter[str] = collections.Counter()
     crashes, slowest = [], 0.0
