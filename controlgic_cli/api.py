@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 
 from .container import CgicHeader, CgicSections, ImageMetadata, pack_file, pack_metadata, parse_file, read_header
-from .entropy_coder import pack_masks, unpack_masks
 from .errors import ImageError, ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, load_image, to_pil
 from .index_coding import NeighbourRankCoding, UsageCoding
 from .inference import TiledNetwork
+from .mask_coding import BitMasks, GroupedMasks
 from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
 from .model.weights import LoadedModel, load_weights
@@ -70,6 +70,11 @@ class Analysis:
     source: SourceImage
     entropy: PatchEntropy
     indices: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine (H/4, W/4), medium, coarse
+
+
+def _mask_coding(version_3: bool) -> BitMasks:
+    """Version 3 files group their mask bits; versions 1 and 2 send them plain."""
+    return GroupedMasks() if version_3 else BitMasks()
 
 
 def pad_to_block(rgb: np.ndarray) -> np.ndarray:
@@ -133,6 +138,7 @@ class Codec:
         if self.model.rank_usage is not None:
             codebook = self.model.network.quantizer.codebook.detach().cpu().double().numpy()
             self.index_coding = NeighbourRankCoding(codebook, usage, self.model.rank_usage)
+        self.mask_coding = _mask_coding(self.index_coding.rank_coded)
 
     @property
     def model_id(self) -> bytes:
@@ -188,7 +194,7 @@ class Codec:
         fine, medium, coarse = analysis.indices
         coding = self.index_coding
         sections = CgicSections(
-            masks=pack_masks(plan.coarse, plan.medium),
+            masks=self.mask_coding.pack(plan.coarse, plan.medium),
             fine=coding.encode("fine", fine, plan.fine),
             medium=coding.encode("medium", medium, plan.medium),
             coarse=coding.encode("coarse", coarse, plan.coarse),
@@ -224,7 +230,7 @@ class Codec:
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
         metadata_bytes = len(pack_metadata(analysis.source.metadata))
-        return rate_path(analysis.entropy, analysis.indices, self.index_coding, metadata_bytes)
+        return rate_path(analysis.entropy, analysis.indices, self.index_coding, self.mask_coding, metadata_bytes)
 
     def encode_to_target(
         self,
@@ -329,7 +335,7 @@ class Codec:
             )
         _check_size(header.width, header.height)
         h16, w16 = -(-header.height // BLOCK), -(-header.width // BLOCK)
-        coarse_mask, medium_mask = unpack_masks(sections.masks, h16, w16)
+        coarse_mask, medium_mask = _mask_coding(sections.rank_coded).unpack(sections.masks, h16, w16)
         fine_mask = GranularityPlan(coarse=coarse_mask, medium=medium_mask).fine
         maps = [
             coding.decode(level, stream, mask)

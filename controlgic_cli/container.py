@@ -44,6 +44,7 @@ _HEADER_FIELDS = struct.Struct("<4sBBBBIIIII8sIIIII")
 _HEADER_CRC = struct.Struct("<I")
 _CRC_COVERED_SIZE = HEADER_SIZE - _HEADER_CRC.size
 _COARSE_CELL = 16
+_GROUP_CODE_MAX_BITS = 16  # the longest code a Huffman code over 17 symbols can have
 # Metadata records (version 2): type, then uint32 length, then the bytes.
 _RECORD_HEAD = struct.Struct("<4sI")
 METADATA_RECORD_TYPES = {"icc": b"ICCP", "exif": b"EXIF", "xmp": b"XMP "}
@@ -120,13 +121,20 @@ class CgicSections:
         }
 
 
-def mask_section_size_range(width: int, height: int) -> tuple[int, int]:
+def mask_section_size_range(width: int, height: int, version: int = FORMAT_VERSION) -> tuple[int, int]:
     """Smallest and largest possible mask section in bytes for an image of this size.
 
-    All-coarse sends one bit per H/16 cell; no coarse cell sends one more bit for
-    each of its four H/8 cells.
+    Versions 1 and 2: all-coarse sends one bit per H/16 cell; no coarse cell
+    sends one more bit for each of its four H/8 cells. Version 3 codes one
+    symbol per 2x2 block of H/16 cells and one per H/16 cell, each with a
+    Huffman code over 16 symbols and EOF, so at least 1 and at most 16 bits;
+    the exact length is checked when the section is decoded.
     """
-    cell_count = -(-height // _COARSE_CELL) * -(-width // _COARSE_CELL)
+    rows, columns = -(-height // _COARSE_CELL), -(-width // _COARSE_CELL)
+    cell_count = rows * columns
+    if version == FORMAT_VERSION_RANK_CODED:
+        block_count = -(-rows // 2) * -(-columns // 2)
+        return -(-block_count // 8), -(-_GROUP_CODE_MAX_BITS * (block_count + cell_count) // 8)
     return -(-cell_count // 8), -(-5 * cell_count // 8)
 
 
@@ -147,7 +155,7 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
     problem = _header_problem(header)
     if problem:
         raise OptionsError(f"cannot write .cgic header: {problem}")
-    smallest_masks, largest_masks = mask_section_size_range(header.width, header.height)
+    smallest_masks, largest_masks = mask_section_size_range(header.width, header.height, sections.format_version)
     if not smallest_masks <= len(sections.masks) <= largest_masks:
         raise OptionsError(
             f"cannot write .cgic file: mask section of {len(sections.masks)} bytes is outside "
@@ -262,7 +270,7 @@ def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], i
     if problem:
         raise FormatError(f"invalid .cgic header: {problem}")
     mask_bytes = section_lengths[0]
-    smallest_masks, largest_masks = mask_section_size_range(width, height)
+    smallest_masks, largest_masks = mask_section_size_range(width, height, version)
     if not smallest_masks <= mask_bytes <= largest_masks:
         raise FormatError(
             f"invalid .cgic header: mask section of {mask_bytes} bytes is impossible for a "

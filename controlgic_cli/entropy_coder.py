@@ -149,6 +149,18 @@ class IndexCoder:
         last symbol other than the EOF padding of the final byte means damage.
         Work and memory are bounded by len(data), not by `count`.
         """
+        symbols, used = self.decode_head(data, count)
+        if len(data) != used:
+            raise FormatError(
+                f"index stream is {len(data)} bytes but its {count} symbols fill {used}: the file is damaged"
+            )
+        return symbols
+
+    def decode_head(self, data: bytes, count: int) -> tuple[list[int], int]:
+        """Decode `count` symbols from the start of `data`; returns them and the bytes their stream fills.
+
+        For a stream followed by others in one section: the rest of `data` is not looked at.
+        """
         count = operator.index(count)
         if count < 0:
             raise OptionsError(f"symbol count must be >= 0, got {count}")
@@ -157,15 +169,11 @@ class IndexCoder:
         if len(symbols) < count:
             raise FormatError(f"index stream ends after {len(symbols)} of {count} symbols: the file is damaged")
         total_bits = int(self.code_lengths[np.asarray(symbols, dtype=np.int64)].sum()) if symbols else 0
-        expected_bytes = -(-total_bits // 8)
-        if len(data) != expected_bytes:
-            raise FormatError(
-                f"index stream is {len(data)} bytes but its {count} symbols fill {expected_bytes}: the file is damaged"
-            )
-        padding_bits = 8 * expected_bytes - total_bits
-        if padding_bits and (data[-1] & ((1 << padding_bits) - 1)) != self._expected_padding(padding_bits):
+        used = -(-total_bits // 8)
+        padding_bits = 8 * used - total_bits
+        if padding_bits and (data[used - 1] & ((1 << padding_bits) - 1)) != self._expected_padding(padding_bits):
             raise FormatError("index stream has wrong padding bits in its last byte: the file is damaged")
-        return symbols
+        return symbols, used
 
     def _expected_padding(self, padding_bits: int) -> int:
         """The first `padding_bits` bits of the EOF code followed by zeros, as dahuffman writes them."""

@@ -86,7 +86,7 @@ def _usage_order(counts: Sequence[int]) -> np.ndarray:
     return np.lexsort((np.arange(counts.size), -counts))
 
 
-def _difference_totals(starts: np.ndarray, ends: np.ndarray, costs: np.ndarray, times: int) -> np.ndarray:
+def interval_totals(starts: np.ndarray, ends: np.ndarray, costs: np.ndarray, times: int) -> np.ndarray:
     """Sum over intervals [start, end) of their costs, at every time 0..times (ends may be times + 1)."""
     added = np.bincount(starts, weights=costs, minlength=times + 2)
     removed = np.bincount(ends, weights=costs, minlength=times + 2)
@@ -120,7 +120,7 @@ class UsageCoding:
     ) -> np.ndarray:
         """Stream bits at every time 0..times when cell c is sent during [present_from[c], present_until[c])."""
         costs = self.coders[level].code_lengths[index_map.ravel()]
-        return _difference_totals(present_from.ravel(), present_until.ravel(), costs.astype(np.float64), times)
+        return interval_totals(present_from.ravel(), present_until.ravel(), costs.astype(np.float64), times)
 
 
 class NeighbourRankCoding(UsageCoding):
@@ -209,5 +209,5 @@ class NeighbourRankCoding(UsageCoding):
             costs = np.concatenate([ranked, unpredicted[:, None]], axis=1)
             segment_costs = np.take_along_axis(costs, choice, axis=1)
             # Empty segments (start == end) add and remove the same cost at one time.
-            total += _difference_totals(moments.ravel(), ends.ravel(), segment_costs.ravel().astype(np.float64), times)
+            total += interval_totals(moments.ravel(), ends.ravel(), segment_costs.ravel().astype(np.float64), times)
         return total

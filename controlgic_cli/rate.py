@@ -22,7 +22,9 @@ step is one cell (+3 tokens), or a coarse cell together with those of its
 the planner itself chooses for the corresponding ratios: coarse is always
 the lowest-e16 cells, fine the highest-e8 cells outside them. Along the path
 the token count only grows, so the size is monotone except where Huffman
-code lengths conspire against it; the search below never relies on that.
+code lengths conspire against it (with version-3 files a step that makes a
+neighbour's rank or a mask group cheaper can shrink the file by a byte or
+two); the search below never relies on it.
 
 Dataset budgets share the one threshold over all images: the steps released
 are the globally highest-threshold ones, so complex images get more bits
@@ -38,6 +40,7 @@ import numpy as np
 
 from .container import HEADER_SIZE
 from .index_coding import UsageCoding
+from .mask_coding import BitMasks
 from .planner import GranularityPlan, PatchEntropy
 from .ratios import PPM
 
@@ -118,6 +121,7 @@ def rate_path(
     entropy: PatchEntropy,
     indices: tuple[np.ndarray, np.ndarray, np.ndarray],
     coding: UsageCoding,
+    masks: BitMasks,
     metadata_bytes: int = 0,
 ) -> RatePath:
     """The path of one image; metadata_bytes: the file's metadata section, the same at every step."""
@@ -166,9 +170,8 @@ def rate_path(
         _ceil_bytes(coding.bits_over_time(level, index_map, *intervals[level], times))
         for level, index_map in (("fine", fine_idx), ("medium", medium_idx), ("coarse", coarse_idx))
     ]
-    released_count = np.concatenate([[0], np.cumsum(events < n16)])
-    mask_bits = n16 + 4 * released_count
-    size_at = HEADER_SIZE + metadata_bytes + _ceil_bytes(mask_bits) + sum(stream_bytes)
+    mask_bytes = masks.bytes_over_time(released_at.reshape(h16, w16), fine_from, times)
+    size_at = HEADER_SIZE + metadata_bytes + mask_bytes + sum(stream_bytes)
     sizes = size_at[step_events]
 
     return RatePath(

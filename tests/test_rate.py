@@ -64,7 +64,12 @@ def test_path_goes_from_all_coarse_to_all_fine_a_few_cells_at_a_time(codec, anal
     tokens = [sum(c) for c in counts]
     # One cell is +3 tokens; a coarse cell that releases waiting 8x8 cells at once adds 3 per cell.
     assert all(b - a in (3, 6, 9, 12, 15) for a, b in zip(tokens, tokens[1:], strict=False))
-    assert np.all(np.diff(path.sizes) >= 0), "size must not fall along the path for this image"
+    if codec.index_coding.rank_coded:
+        # A step can make a neighbour's rank or a mask group cheaper: on Kodak the size falls
+        # by 1-2 bytes at about 0.4 % of the steps, never more.
+        assert np.diff(path.sizes).min() >= -2 and path.sizes[-1] > path.sizes[0]
+    else:
+        assert np.all(np.diff(path.sizes) >= 0), "size must not fall along the path for this image"
     assert any(c[0] > 0 and c[2] > 0 for c in counts), "fine and coarse cells coexist on the way"
 
 
