@@ -111,7 +111,8 @@ class IndexCoder:
     bits and nothing when the stream ends on a byte boundary.
     """
 
-    def __init__(self, counts: Sequence[int]):
+    def __init__(self, counts: Sequence[int], stream_name: str = "index stream"):
+        self.stream_name = stream_name  # what error messages call a damaged stream
         if len(counts) == 0:
             raise OptionsError("cannot build an index coder for an empty codebook")
         self.codebook_size = len(counts)
@@ -152,7 +153,7 @@ class IndexCoder:
         symbols, used = self.decode_head(data, count)
         if len(data) != used:
             raise FormatError(
-                f"index stream is {len(data)} bytes but its {count} symbols fill {used}: the file is damaged"
+                f"{self.stream_name} is {len(data)} bytes but its {count} symbols fill {used}: the file is damaged"
             )
         return symbols
 
@@ -167,12 +168,12 @@ class IndexCoder:
         data = bytes(data)
         symbols = list(itertools.islice(self._codec.decode_streaming(data), count))
         if len(symbols) < count:
-            raise FormatError(f"index stream ends after {len(symbols)} of {count} symbols: the file is damaged")
+            raise FormatError(f"{self.stream_name} ends after {len(symbols)} of {count} symbols: the file is damaged")
         total_bits = int(self.code_lengths[np.asarray(symbols, dtype=np.int64)].sum()) if symbols else 0
         used = -(-total_bits // 8)
         padding_bits = 8 * used - total_bits
         if padding_bits and (data[used - 1] & ((1 << padding_bits) - 1)) != self._expected_padding(padding_bits):
-            raise FormatError("index stream has wrong padding bits in its last byte: the file is damaged")
+            raise FormatError(f"{self.stream_name} has wrong padding bits in its last byte: the file is damaged")
         return symbols, used
 
     def _expected_padding(self, padding_bits: int) -> int:

@@ -77,8 +77,8 @@ class GroupedMasks(BitMasks):
     """Version 3: 2x2 groups of coarse bits and each released cell's four medium bits, Huffman-coded."""
 
     def __init__(self):
-        self.coarse_coder = IndexCoder(COARSE_GROUP_COUNTS)
-        self.medium_coder = IndexCoder(MEDIUM_GROUP_COUNTS)
+        self.coarse_coder = IndexCoder(COARSE_GROUP_COUNTS, "coarse mask stream")
+        self.medium_coder = IndexCoder(MEDIUM_GROUP_COUNTS, "medium mask stream")
 
     @staticmethod
     def symbols(coarse: np.ndarray, medium: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,19 +96,13 @@ class GroupedMasks(BitMasks):
         if h16 < 1 or w16 < 1:
             raise OptionsError(f"mask grid must be at least 1x1, got {h16}x{w16}")
         block_count = -(-h16 // 2) * -(-w16 // 2)
-        try:
-            coarse_symbols, used = self.coarse_coder.decode_head(data, block_count)
-        except FormatError as exc:
-            raise FormatError(f"mask section: {exc}") from None
+        coarse_symbols, used = self.coarse_coder.decode_head(data, block_count)
         bits = (np.asarray(coarse_symbols, np.int64)[:, None] & _GROUP_WEIGHTS) > 0
         grid = bits.reshape(-(-h16 // 2), -(-w16 // 2), 2, 2).transpose(0, 2, 1, 3).reshape(2 * -(-h16 // 2), -1)
         if grid[h16:].any() or grid[:, w16:].any():
             raise FormatError("mask section marks coarse cells outside the image: the file is damaged")
         coarse = np.ascontiguousarray(grid[:h16, :w16])
-        try:
-            medium_symbols = self.medium_coder.decode(data[used:], int(np.count_nonzero(~coarse)))
-        except FormatError as exc:
-            raise FormatError(f"mask section: {exc}") from None
+        medium_symbols = self.medium_coder.decode(data[used:], int(np.count_nonzero(~coarse)))
         children = np.zeros((h16 * w16, 4), bool)
         children[~coarse.ravel()] = (np.asarray(medium_symbols, np.int64)[:, None] & _GROUP_WEIGHTS) > 0
         medium = children.reshape(h16, w16, 2, 2).transpose(0, 2, 1, 3).reshape(2 * h16, 2 * w16)
