@@ -86,6 +86,15 @@ def _usage_order(counts: Sequence[int]) -> np.ndarray:
     return np.lexsort((np.arange(counts.size), -counts))
 
 
+def constant_pieces(first: np.ndarray, last: np.ndarray, changes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split each item's interval [first, last) at the times it may change cost: (starts, ends), (items, k + 1).
+
+    first, last: (items, 1); changes: (items, k), clipped into the interval. Pieces may be empty.
+    """
+    starts = np.sort(np.clip(np.concatenate([first, changes], axis=1), first, last), axis=1)
+    return starts, np.concatenate([starts[:, 1:], last], axis=1)
+
+
 def interval_totals(starts: np.ndarray, ends: np.ndarray, costs: np.ndarray, times: int) -> np.ndarray:
     """Sum over intervals [start, end) of their costs, at every time 0..times (ends may be times + 1)."""
     added = np.bincount(starts, weights=costs, minlength=times + 2)
@@ -194,11 +203,8 @@ class NeighbourRankCoding(UsageCoding):
             part = slice(start, start + _CHUNK_CELLS)
             first, last = own_from[part, None], own_until[part, None]
             # A cell's cost can change only when one of its neighbours appears or disappears.
-            moments = np.sort(
-                np.clip(np.concatenate([first, neighbour_from[part], neighbour_until[part]], axis=1), first, last),
-                axis=1,
-            )
-            ends = np.concatenate([moments[:, 1:], last], axis=1)
+            changes = np.concatenate([neighbour_from[part], neighbour_until[part]], axis=1)
+            moments, ends = constant_pieces(first, last, changes)
             sent = (neighbour_from[part, None, :] <= moments[:, :, None]) & (
                 moments[:, :, None] < neighbour_until[part, None, :]
             )

@@ -9,8 +9,8 @@ all medium or all fine. So the coarse bits are sent four at a time, one
 symbol per 2x2 block of coarse cells, and the medium bits as one symbol per
 non-coarse coarse cell (its four medium cells), each symbol with a static
 canonical Huffman code whose counts are fixed by the format
-(docs/format.md §12.3). On Kodak this makes the mask section about half as
-large (docs/benchmarks.md).
+(docs/format.md §12.3). On Kodak this makes the mask section 23-58 %
+smaller at the ratio presets (docs/benchmarks.md).
 
 Bit order in a symbol: 8 x top-left + 4 x top-right + 2 x bottom-left + bottom-right.
 This module must not import torch.
@@ -22,7 +22,7 @@ import numpy as np
 
 from .entropy_coder import IndexCoder, pack_masks, unpack_masks
 from .errors import FormatError, OptionsError
-from .index_coding import interval_totals
+from .index_coding import constant_pieces, interval_totals
 
 # Part of the format (docs/format.md §12.3): the symbols of the planner's masks over the 804
 # training photos at the six ratio presets and six random ratios each, +1 per symbol.
@@ -112,10 +112,11 @@ class GroupedMasks(BitMasks):
         # A block's coarse symbol changes when one of its cells is released (cells beyond the
         # edge count as released from the start); a cell's medium symbol exists from its release
         # and changes when one of its medium cells goes fine.
+        blocks = _blocks(released_at)
         coarse_bits = self._piecewise_bits(
-            np.zeros(_blocks(released_at).shape[0], np.int64),
-            np.full(_blocks(released_at).shape[0], times + 1),
-            _blocks(released_at),
+            np.zeros(len(blocks), np.int64),
+            np.full(len(blocks), times + 1),
+            blocks,
             self.coarse_coder.code_lengths,
             times,
         )
@@ -133,9 +134,7 @@ class GroupedMasks(BitMasks):
         start: np.ndarray, end: np.ndarray, switch: np.ndarray, lengths: np.ndarray, times: int
     ) -> np.ndarray:
         """Bits at every time of symbols sent during [start, end), whose bit k is 1 while t < switch[:, k]."""
-        first, last = start[:, None], end[:, None]
-        moments = np.sort(np.clip(np.concatenate([first, switch], axis=1), first, last), axis=1)
-        ends = np.concatenate([moments[:, 1:], last], axis=1)
+        moments, ends = constant_pieces(start[:, None], end[:, None], switch)
         symbols = (moments[:, :, None] < switch[:, None, :]).astype(np.int64) @ _GROUP_WEIGHTS
         costs = lengths[symbols].astype(np.float64)
         return interval_totals(moments.ravel(), ends.ravel(), costs.ravel(), times)
