@@ -72,9 +72,8 @@ class Analysis:
     indices: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine (H/4, W/4), medium, coarse
 
 
-def _mask_coding(version_3: bool) -> BitMasks:
-    """Version 3 files group their mask bits; versions 1 and 2 send them plain."""
-    return GroupedMasks() if version_3 else BitMasks()
+# Version 3 files group their mask bits; versions 1 and 2 send them plain. Both are stateless.
+_MASK_CODINGS = {False: BitMasks(), True: GroupedMasks()}
 
 
 def pad_to_block(rgb: np.ndarray) -> np.ndarray:
@@ -138,7 +137,7 @@ class Codec:
         if self.model.rank_usage is not None:
             codebook = self.model.network.quantizer.codebook.detach().cpu().double().numpy()
             self.index_coding = NeighbourRankCoding(codebook, usage, self.model.rank_usage)
-        self.mask_coding = _mask_coding(self.index_coding.rank_coded)
+        self.mask_coding = _MASK_CODINGS[self.index_coding.rank_coded]
 
     @property
     def model_id(self) -> bytes:
@@ -335,7 +334,7 @@ class Codec:
             )
         _check_size(header.width, header.height)
         h16, w16 = -(-header.height // BLOCK), -(-header.width // BLOCK)
-        coarse_mask, medium_mask = _mask_coding(sections.rank_coded).unpack(sections.masks, h16, w16)
+        coarse_mask, medium_mask = _MASK_CODINGS[sections.rank_coded].unpack(sections.masks, h16, w16)
         fine_mask = GranularityPlan(coarse=coarse_mask, medium=medium_mask).fine
         maps = [
             coding.decode(level, stream, mask)

@@ -80,9 +80,10 @@ def count_usage_tables(
     sent = []
     for maps, plans in _sent_indices(network, files, max_side):
         sent.append((maps, plans))
-        for plan in plans:
-            for name in GRANULARITIES:
-                usage[name] += np.bincount(maps[name][plan[name]], minlength=k)
+        if code_usage is None:
+            for plan in plans:
+                for name in GRANULARITIES:
+                    usage[name] += np.bincount(maps[name][plan[name]], minlength=k)
     usage_lists = code_usage or {name: [int(c) for c in values] for name, values in usage.items()}
     if k > MAX_RANK_CODEBOOK:
         return usage_lists, None
