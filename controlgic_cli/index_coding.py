@@ -47,6 +47,8 @@ MAX_RANK_CODEBOOK = 4096
 
 # Cells per chunk in bits_over_time: bounds its memory on a 100 MP photo.
 _CHUNK_CELLS = 1 << 18
+# Rows of the rank tables built at a time: bounds the distance matrix held at model load.
+_RANK_ROWS = 128
 
 
 def predictor_positions(mask: np.ndarray) -> np.ndarray:
@@ -69,15 +71,19 @@ def _rank_order(codebook: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rank_of, code_at): rank_of[b, a] is a's place among all codes by distance to b; code_at inverts it."""
     values = np.asarray(codebook, dtype=np.float64)
     size, dims = values.shape
-    distance = np.zeros((size, size))
-    for dim in range(dims):  # explicit order: the same sums on every machine
-        difference = values[:, None, dim] - values[None, :, dim]
-        distance += difference * difference
-    tie_break = np.broadcast_to(np.arange(size), (size, size))
-    code_at = np.lexsort((tie_break, distance), axis=1)
-    rank_of = np.empty_like(code_at)
-    rank_of[np.arange(size)[:, None], code_at] = np.arange(size)[None, :]
-    return rank_of.astype(np.int16), code_at.astype(np.int16)  # K <= MAX_RANK_CODEBOOK fits
+    code_at = np.empty((size, size), np.int16)  # K <= MAX_RANK_CODEBOOK fits
+    rank_of = np.empty((size, size), np.int16)
+    for first in range(0, size, _RANK_ROWS):
+        rows = slice(first, first + _RANK_ROWS)
+        distance = np.zeros((len(values[rows]), size))
+        for dim in range(dims):  # explicit order: the same sums on every machine
+            difference = values[rows, None, dim] - values[None, :, dim]
+            distance += difference * difference
+        # A stable sort keeps equal distances in index order: ties go to the smaller index.
+        order = np.argsort(distance, axis=1, kind="stable")
+        code_at[rows] = order
+        np.put_along_axis(rank_of[rows], order, np.arange(size, dtype=np.int16)[None, :], axis=1)
+    return rank_of, code_at
 
 
 def _usage_order(counts: Sequence[int]) -> np.ndarray:
