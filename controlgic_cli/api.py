@@ -144,11 +144,13 @@ class Codec:
         return self.model.model_id
 
     # ----- encoding -----------------------------------------------------------------
-    def analyse(self, image: ImageSource | SourceImage, tune: str = "perceptual", metadata=()) -> Analysis:
-        return self.analyse_many([image], tune, metadata)[0]
+    def analyse(
+        self, image: ImageSource | SourceImage, tune: str = "perceptual", metadata=(), on_progress=None
+    ) -> Analysis:
+        return self.analyse_many([image], tune, metadata, on_progress)[0]
 
     def analyse_many(
-        self, images: list[ImageSource | SourceImage], tune: str = "perceptual", metadata=()
+        self, images: list[ImageSource | SourceImage], tune: str = "perceptual", metadata=(), on_progress=None
     ) -> list[Analysis]:
         """analyse() of each image; same-size images go through the network together (the same results).
 
@@ -157,6 +159,7 @@ class Codec:
         closer to the image, at about the same size (refine.py; seconds per image).
         metadata: the kinds the files keep, some of "icc", "exif", "xmp" (or
         "all"; metadata.py), for images not loaded yet.
+        on_progress(done, total): called as the "psnr" search advances, per image.
         """
         if tune not in TUNES:
             raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
@@ -166,7 +169,7 @@ class Codec:
             _check_size(source.width, source.height)
         padded = [pad_to_block(source.rgb) for source in sources]
         if tune == "psnr":
-            indices = [self.network.refined_indices(rgb) for rgb in padded]
+            indices = [self.network.refined_indices(rgb, on_progress=on_progress) for rgb in padded]
         else:
             indices = self.network.encode_indices_many(padded)
         return [

@@ -47,6 +47,8 @@ class EncodeSettings:
     tune: str = "perceptual"  # or "psnr": Codec.analyse_many
     metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
     target_psnr: float | None = None  # dB on the decoded image: Codec.encode_to_target
+    # (done, total) as a --tune psnr search advances (local runs only: it does not travel to workers).
+    refine_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
     """
     began = time.perf_counter()
     try:
-        analyses = _codec(settings).analyse_many(sources, settings.tune)
+        analyses = _codec(settings).analyse_many(sources, settings.tune, on_progress=settings.refine_progress)
     except (CgicError, OSError):
         analyses = [None] * len(sources)
     return analyses, (time.perf_counter() - began) / len(sources)
@@ -159,7 +161,7 @@ def _write_one(
     try:
         codec = _codec(settings)
         if analysis is None:
-            analysis = codec.analyse(source, settings.tune)
+            analysis = codec.analyse(source, settings.tune, on_progress=settings.refine_progress)
         if step is not None:
             path = codec.rate_path(analysis)
             result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
@@ -218,7 +220,7 @@ def _summarise_one(task: FileTask, settings: EncodeSettings, source: SourceImage
     try:
         codec = _codec(settings)
         if analysis is None:
-            analysis = codec.analyse(source, settings.tune)
+            analysis = codec.analyse(source, settings.tune, on_progress=settings.refine_progress)
     except (CgicError, OSError) as exc:
         return FileSummary(task, None, 0, error_text(exc))
     return FileSummary(task, codec.rate_path(analysis).summary(), source.width * source.height)

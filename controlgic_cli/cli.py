@@ -8,6 +8,7 @@ when any file failed or input was bad, 2 for usage errors. Errors are one line;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -310,6 +311,8 @@ def encode(
         metadata=metadata,
         target_psnr=target_psnr,
     )
+    if tune == "psnr" and engine != "dask" and len(tasks) == 1 and not reporter.quiet:
+        settings = dataclasses.replace(settings, refine_progress=_refine_bar())
     dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
     try:
@@ -327,6 +330,28 @@ def encode(
     except CgicError as exc:
         reporter.error(str(exc))
         sys.exit(1)
+
+
+def _refine_bar():
+    """A progress callback drawing a bar on stderr (when it is a terminal) for one file's --tune psnr search.
+
+    The search takes minutes on a large photo; the bar goes away when it ends,
+    before the file's summary line.
+    """
+    from tqdm import tqdm
+
+    bars = []  # made at the first call, so a file that fails earlier leaves no empty bar behind
+
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            # Searches are seconds apart: draw every one (mininterval 0) rather than tqdm's throttled few.
+            options = {"file": sys.stderr, "disable": None, "leave": False, "mininterval": 0}
+            bars.append(tqdm(total=total, desc="tune psnr", unit="search", **options))
+        bars[0].update(done - bars[0].n)
+        if done == total:
+            bars[0].close()
+
+    return advance
 
 
 def _report_outcomes(

@@ -8,6 +8,8 @@ the device and back, and splits large images into overlapping tiles
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -36,7 +38,10 @@ class TiledNetwork:
         return maps
 
     def refined_indices(
-        self, rgb: np.ndarray, settings: RefineSettings | None = None
+        self,
+        rgb: np.ndarray,
+        settings: RefineSettings | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """encode_indices plus the search of refine.py (`--tune psnr`): indices decoding closer to the image."""
         height, width = rgb.shape[:2]
@@ -50,7 +55,7 @@ class TiledNetwork:
                     full[(..., *tile.core.scaled(stride))] = part[
                         (..., *tile.core.within(tile.context, stride))
                     ].float()
-        indices = refine_indices(self.network, self._input(rgb[None]), latents, settings)
+        indices = refine_indices(self.network, self._input(rgb[None]), latents, settings, on_progress)
         return tuple(i.cpu().numpy() for i in indices)
 
     def encode_indices_many(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

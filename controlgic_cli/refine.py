@@ -24,6 +24,7 @@ indices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,16 +59,25 @@ def uniform_masks(granularity: int, height: int, width: int, device: torch.devic
 
 
 def refine_indices(
-    network: ControlGIC, x: torch.Tensor, latents: list[torch.Tensor], settings: RefineSettings | None = None
+    network: ControlGIC,
+    x: torch.Tensor,
+    latents: list[torch.Tensor],
+    settings: RefineSettings | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Refined (fine, medium, coarse) indices (h, w) of one image.
 
     x: (1, 3, H, W) in [-1, 1], sides multiples of 16; latents: the encoder's
     (1, d, H/s, W/s) outputs for it at strides 4, 8, 16 (float32, overwritten).
+    on_progress(done, total) follows the searches (one per tile and
+    granularity): a 24 MP photo takes minutes on two cores.
     """
     settings = settings or RefineSettings()
     height, width = x.shape[-2:]
-    for tile in plan_tiles(height, width, settings.tiles):
+    tiles = plan_tiles(height, width, settings.tiles)
+    total = len(tiles) * len(STRIDES)
+    done = 0
+    for tile in tiles:
         target = x[(..., *tile.context.scaled(1))]
         for granularity, stride in enumerate(STRIDES):
             window = (..., *tile.context.scaled(stride))
@@ -77,6 +87,9 @@ def refine_indices(
             best = _search(network, target, current, core, granularity, settings)
             # Only the core changes: a later tile whose core lies in this margin starts from its own latents.
             latents[granularity][window] = torch.where(core.bool(), best, current)
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total)
     return tuple(network.quantizer.indices(z)[0] for z in latents)
 
 

@@ -180,7 +180,9 @@ def test_dataset_summaries_share_network_passes_and_match_one_at_a_time(same_siz
     passes = []
     analyse_many = codec.analyse_many
     monkeypatch.setattr(
-        codec, "analyse_many", lambda sources, tune: passes.append(len(sources)) or analyse_many(sources, tune)
+        codec,
+        "analyse_many",
+        lambda sources, tune, **options: passes.append(len(sources)) or analyse_many(sources, tune, **options),
     )
     together = batch_module.summarise_files(tasks, settings)
     assert passes == [6], "the six readable images go to the network as one group"

@@ -312,3 +312,23 @@ def test_eval_jpeg_xl_when_the_plugin_is_installed(tmp_path, tiny_weights, monke
     assert run([*args, "-q"]).exit_code == 0
     summary = json.loads((tmp_path / "ev" / "summary-jxl.json").read_text())
     assert summary["results"]["bpp"][0] == pytest.approx(1.0, abs=0.3)
+
+
+def test_the_tune_psnr_bar_draws_on_a_terminal_and_clears_itself(monkeypatch):
+    import io
+
+    from controlgic_cli.cli import _refine_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    advance = _refine_bar()
+    assert terminal.getvalue() == "", "no bar before the search starts"
+    advance(1, 6)
+    assert "tune psnr" in terminal.getvalue() and "1/6" in terminal.getvalue()
+    advance(6, 6)
+    assert "6/6" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\r") or terminal.getvalue().endswith("\x1b[A"), "closed without leaving a line"

@@ -125,3 +125,28 @@ def test_cli_tune_option(tiny_weights, tmp_path):
     wrong = runner.invoke(main, ["encode", str(source), "-o", str(tmp_path / "b.cgic"), "--tune", "sharp", *common])
     assert wrong.exit_code == 2
     assert not (tmp_path / "b.cgic").exists()
+
+
+def test_the_search_reports_its_progress_per_tile_and_granularity(tiny_weights):
+    codec = Codec(tiny_weights, device="cpu")
+    calls = []
+    codec.analyse(
+        synthetic_photo(48, 64, seed=3), tune="psnr", on_progress=lambda done, total: calls.append((done, total))
+    )
+    assert calls == [(done, 3) for done in (1, 2, 3)]  # one tile, three granularities
+    codec.analyse(synthetic_photo(48, 64, seed=3), on_progress=lambda done, total: calls.append((done, total)))
+    assert len(calls) == 3, "the perceptual tune has no search to report"
+
+
+def test_a_single_file_batch_passes_the_progress_callback_through(tmp_path, tiny_weights):
+    import dataclasses
+
+    from controlgic_cli.batch import EncodeSettings, FileTask, encode_files
+
+    Image.fromarray(synthetic_photo(32, 48)).save(tmp_path / "in.png")
+    calls = []
+    settings = EncodeSettings(weights=str(tiny_weights), device="cpu", tune="psnr")
+    settings = dataclasses.replace(settings, refine_progress=lambda done, total: calls.append((done, total)))
+    task = FileTask(str(tmp_path / "in.png"), str(tmp_path / "in.cgic"))
+    (outcome,) = encode_files([(task, None)], settings)
+    assert outcome.ok and calls[-1] == (3, 3)
