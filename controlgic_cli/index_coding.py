@@ -12,7 +12,7 @@ such neighbour takes its rank in the usage order instead. The ranks are then
 Huffman-coded with a static table counted over the training images, so the
 stream is still one canonical Huffman stream per granularity (IndexCoder,
 through dahuffman), just over ranks instead of indices. On the 24 Kodak images
-this makes files 8-13 % smaller at the paper's presets (docs/format.md §12).
+this alone makes files 8-13 % smaller at the paper's presets (docs/format.md §12).
 
 Both schemes also give rate control the exact stream size for every plan
 along a path (bits_over_time). A rank's cost depends on which neighbours are
