@@ -175,7 +175,7 @@ def load_weights(path: str | Path | None = None, device: str | torch.device = "c
     except json.JSONDecodeError:
         raise ModelError(f"{path}: code-usage table is not valid JSON") from None
     rank_usage = None
-    base_model_id = model_id_of(data)
+    model_id = base_model_id = model_id_of(data)
     if RANK_USAGE_KEY in metadata:
         try:
             rank_usage = validate_code_usage(json.loads(metadata[RANK_USAGE_KEY]), config.codebook_size, "rank-usage")
@@ -199,4 +199,4 @@ def load_weights(path: str | Path | None = None, device: str | torch.device = "c
             )
     network.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     network.eval().requires_grad_(False).to(device)
-    return LoadedModel(network, code_usage, model_id_of(data), path, metadata, rank_usage, base_model_id)
+    return LoadedModel(network, code_usage, model_id, path, metadata, rank_usage, base_model_id)
