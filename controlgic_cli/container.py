@@ -3,9 +3,9 @@
 Format version 1 is the image alone; version 2 is the same file followed by
 metadata records (colour profile, Exif, XMP). Version 3 has the layout of
 version 2, metadata records optional, but its index streams are
-neighbour-rank coded (index_coding.py). Versions 1 and 2 use usage coding:
-this cgic reads all three and writes version 3 with weights that carry rank
-tables, else version 1 or 2.
+neighbour-rank coded (index_coding.py) and its masks grouped
+(mask_coding.py). This cgic reads all three and writes version 3 with
+weights that carry rank tables, else version 1 or 2.
 
 docs/format.md is the specification; this module is its only implementation.
 Every length in a file is checked before it is used, and nothing is allocated
@@ -92,7 +92,7 @@ class ImageMetadata:
 class CgicSections:
     """The payload: mask section, the fine, medium and coarse index streams, and any metadata.
 
-    rank_coded: the index streams hold neighbour ranks (version 3), not indices.
+    rank_coded: version 3, whose index streams hold neighbour ranks, not indices, and whose masks are grouped.
     """
 
     masks: bytes
