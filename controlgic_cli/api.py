@@ -1,7 +1,7 @@
 """The library API: images to .cgic bytes and back. The one place the stages meet.
 
-    image -> SourceImage (image_io) -> pad to x16 -> patch entropy (planner)
-          -> indices of every cell (model) -> masks for the ratios (planner)
+    image -> SourceImage (image_io) -> pad to x16 -> indices of every cell (model)
+          -> patch scores (measured: decoding errors, or planner: entropy) -> masks for the ratios (planner)
           -> Huffman streams + packed masks (entropy_coder) -> .cgic (container)
 
 Encoding is split in two so rate control can reuse one network pass:
@@ -26,14 +26,15 @@ from .image_io import ImageSource, SourceImage, load_image, to_pil
 from .index_coding import NeighbourRankCoding, UsageCoding
 from .inference import TiledNetwork
 from .mask_coding import BitMasks, GroupedMasks
+from .measured import measured_scores
 from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
 from .model.weights import LoadedModel, load_weights
-from .planner import GranularityPlan, PatchEntropy, patch_entropy, plan_from_entropy
+from .planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores
 from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_quality, choose_for_size, rate_path
 from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
 from .tiling import DEFAULT_TILES, TileSpec
-from .tunes import TUNES
+from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
 BLOCK = 16
 # The network runs in tiles (tiling.py), but the image, its index maps and the
@@ -68,7 +69,7 @@ class Analysis:
     """One network pass over an image: everything needed to write it at any ratios."""
 
     source: SourceImage
-    entropy: PatchEntropy
+    scores: PatchScores  # what the planner and rate control order patches by
     indices: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine (H/4, W/4), medium, coarse
 
 
@@ -145,12 +146,22 @@ class Codec:
 
     # ----- encoding -----------------------------------------------------------------
     def analyse(
-        self, image: ImageSource | SourceImage, tune: str = "perceptual", metadata=(), on_progress=None
+        self,
+        image: ImageSource | SourceImage,
+        tune: str = "perceptual",
+        metadata=(),
+        on_progress=None,
+        planner: str = DEFAULT_PLANNER,
     ) -> Analysis:
-        return self.analyse_many([image], tune, metadata, on_progress)[0]
+        return self.analyse_many([image], tune, metadata, on_progress, planner)[0]
 
     def analyse_many(
-        self, images: list[ImageSource | SourceImage], tune: str = "perceptual", metadata=(), on_progress=None
+        self,
+        images: list[ImageSource | SourceImage],
+        tune: str = "perceptual",
+        metadata=(),
+        on_progress=None,
+        planner: str = DEFAULT_PLANNER,
     ) -> list[Analysis]:
         """analyse() of each image; same-size images go through the network together (the same results).
 
@@ -160,9 +171,13 @@ class Codec:
         metadata: the kinds the files keep, some of "icc", "exif", "xmp" (or
         "all"; metadata.py), for images not loaded yet.
         on_progress(done, total): called as the "psnr" search advances, per image.
+        planner "measured" scores patches by decoding every granularity (three
+        decoder passes); "entropy" by the paper's patch entropy (none).
         """
         if tune not in TUNES:
             raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
+        if planner not in PLANNERS:
+            raise OptionsError(f"unknown planner {planner!r} (use {' or '.join(PLANNERS)})")
         kinds = check_metadata_kinds(metadata)
         sources = [image if isinstance(image, SourceImage) else load_image(image, kinds) for image in images]
         for source in sources:
@@ -173,12 +188,17 @@ class Codec:
         else:
             indices = self.network.encode_indices_many(padded)
         return [
-            Analysis(source, patch_entropy(rgb), maps)
+            Analysis(source, self._scores(rgb, maps, planner), maps)
             for source, rgb, maps in zip(sources, padded, indices, strict=True)
         ]
 
+    def _scores(self, rgb: np.ndarray, indices: tuple[np.ndarray, np.ndarray, np.ndarray], planner: str) -> PatchScores:
+        if planner == "entropy":
+            return patch_entropy(rgb)
+        return measured_scores(self.network, rgb, indices)
+
     def plan(self, analysis: Analysis, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
-        return plan_from_entropy(analysis.entropy, ratios_ppm)
+        return plan_from_scores(analysis.scores, ratios_ppm)
 
     def encode_analysis(
         self, analysis: Analysis, ratios_ppm: tuple[int, int, int], rate_controlled: bool = False
@@ -225,14 +245,19 @@ class Codec:
         return EncodeResult(data, stats, list(source.warnings))
 
     def encode(
-        self, image: ImageSource | SourceImage, ratios=DEFAULT_RATIOS, tune: str = "perceptual", metadata=()
+        self,
+        image: ImageSource | SourceImage,
+        ratios=DEFAULT_RATIOS,
+        tune: str = "perceptual",
+        metadata=(),
+        planner: str = DEFAULT_PLANNER,
     ) -> EncodeResult:
-        return self.encode_analysis(self.analyse(image, tune, metadata), ratios_to_ppm(ratios))
+        return self.encode_analysis(self.analyse(image, tune, metadata, planner=planner), ratios_to_ppm(ratios))
 
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
         metadata_bytes = len(pack_metadata(analysis.source.metadata))
-        return rate_path(analysis.entropy, analysis.indices, self.index_coding, self.mask_coding, metadata_bytes)
+        return rate_path(analysis.scores, analysis.indices, self.index_coding, self.mask_coding, metadata_bytes)
 
     def encode_to_target(
         self,
@@ -242,6 +267,7 @@ class Codec:
         tune: str = "perceptual",
         metadata=(),
         target_psnr: float | None = None,
+        planner: str = DEFAULT_PLANNER,
     ) -> EncodeResult:
         """One network pass, then the plan nearest target_bpp, the largest within target_size bytes,
         or about the smallest whose decoded image reaches target_psnr dB.
@@ -251,7 +277,7 @@ class Codec:
         bisection along the rate path) and reports the PSNR reached in `psnr`.
         """
         _check_target(target_bpp, target_size, target_psnr)  # before the network pass, not after
-        analysis = self.analyse(image, tune, metadata)
+        analysis = self.analyse(image, tune, metadata, planner=planner)
         return self.encode_analysis_to_target(analysis, target_bpp, target_size, target_psnr)
 
     def encode_analysis_to_target(
@@ -289,11 +315,15 @@ class Codec:
         target_bpp: float,
         tune: str = "perceptual",
         metadata=(),
+        planner: str = DEFAULT_PLANNER,
     ) -> list[EncodeResult]:
-        """Meet a mean bpp (total bits / total pixels) over a set, sharing one entropy threshold."""
+        """Meet a mean bpp (total bits / total pixels) over a set, sharing one score threshold."""
         if not target_bpp > 0:
             raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
-        analyses = [image if isinstance(image, Analysis) else self.analyse(image, tune, metadata) for image in images]
+        analyses = [
+            image if isinstance(image, Analysis) else self.analyse(image, tune, metadata, planner=planner)
+            for image in images
+        ]
         paths = [self.rate_path(a) for a in analyses]
         pixels = [a.source.width * a.source.height for a in analyses]
         steps, reachable = choose_dataset(paths, pixels, target_bpp)
@@ -374,13 +404,15 @@ def encode(
     device: str = "auto",
     tune: str = "perceptual",
     metadata=(),
+    planner: str = DEFAULT_PLANNER,
 ) -> bytes:
     """Encode an image (path, bytes, PIL image or uint8/uint16 array) to .cgic bytes.
 
     metadata: what to keep of the image's colour profile, Exif and XMP: some
-    of "icc", "exif", "xmp", or "all" (default: none).
+    of "icc", "exif", "xmp", or "all" (default: none). planner: "measured"
+    (default) or "entropy" (faster encoding; Codec.analyse_many).
     """
-    return get_codec(weights, device).encode(image, ratios, tune, metadata).data
+    return get_codec(weights, device).encode(image, ratios, tune, metadata, planner).data
 
 
 def decode(data: bytes, weights: str | None = None, device: str = "auto") -> Image.Image:

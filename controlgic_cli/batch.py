@@ -6,7 +6,7 @@ differ only in where the functions run. Each function takes plain,
 picklable arguments and loads its codec through api.get_codec, which caches
 one codec per process.
 
-Dataset budgets (one entropy threshold shared by all images) run as
+Dataset budgets (one planner-score threshold shared by all images) run as
 map -> reduce -> map: summarise_files turns each image into its rate path
 (exact file size at every step, from one network pass), choose_steps picks
 every image's step for the mean target, and encode_file writes each file at
@@ -30,6 +30,7 @@ from .image_io import SourceImage, load_image
 from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
 from .ratios import NAMES as GRANULARITY_NAMES
+from .tunes import DEFAULT_PLANNER
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class EncodeSettings:
     skip_existing: bool = False  # an existing output counts as done (resuming an interrupted batch)
     torch_threads: int | None = None  # set in each worker process by engines that own their workers
     tune: str = "perceptual"  # or "psnr": Codec.analyse_many
+    planner: str = DEFAULT_PLANNER  # or "entropy": Codec.analyse_many
     metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
     target_psnr: float | None = None  # dB on the decoded image: Codec.encode_to_target
     # (done, total) as a --tune psnr search advances (local runs only: it does not travel to workers).
@@ -148,10 +150,16 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
     """
     began = time.perf_counter()
     try:
-        analyses = _codec(settings).analyse_many(sources, settings.tune, on_progress=settings.refine_progress)
+        analyses = _codec(settings).analyse_many(
+            sources, settings.tune, on_progress=settings.refine_progress, planner=settings.planner
+        )
     except (CgicError, OSError):
         analyses = [None] * len(sources)
     return analyses, (time.perf_counter() - began) / len(sources)
+
+
+def _analyse_alone(codec, source: SourceImage, settings: EncodeSettings):
+    return codec.analyse(source, settings.tune, on_progress=settings.refine_progress, planner=settings.planner)
 
 
 def _write_one(
@@ -161,7 +169,7 @@ def _write_one(
     try:
         codec = _codec(settings)
         if analysis is None:
-            analysis = codec.analyse(source, settings.tune, on_progress=settings.refine_progress)
+            analysis = _analyse_alone(codec, source, settings)
         if step is not None:
             path = codec.rate_path(analysis)
             result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
@@ -184,6 +192,7 @@ def _write_one(
         "height": stats.height,
         "ratios": list(stats.ratios),
         "tune": settings.tune,
+        "planner": settings.planner,
         "tokens": dict(zip(GRANULARITY_NAMES, stats.token_counts, strict=True)),
         "section_bytes": stats.section_bytes,
         "seconds": round(seconds + time.perf_counter() - began, 3),
@@ -220,7 +229,7 @@ def _summarise_one(task: FileTask, settings: EncodeSettings, source: SourceImage
     try:
         codec = _codec(settings)
         if analysis is None:
-            analysis = codec.analyse(source, settings.tune, on_progress=settings.refine_progress)
+            analysis = _analyse_alone(codec, source, settings)
     except (CgicError, OSError) as exc:
         return FileSummary(task, None, 0, error_text(exc))
     return FileSummary(task, codec.rate_path(analysis).summary(), source.width * source.height)

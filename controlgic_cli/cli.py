@@ -25,7 +25,7 @@ from .fileio import STDIO, read_source, refuse_existing, write_target
 from .image_io import IMAGE_SUFFIXES
 from .metadata import parse_metadata_kinds
 from .ratios import ppm_to_ratios, validate_ratios
-from .tunes import TUNES
+from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
 COLOUR_NAMES = {COLOUR_GREY: "grey", COLOUR_RGB: "RGB", COLOUR_RGB_ALPHA_DROPPED: "RGB (alpha dropped)"}
 
@@ -203,7 +203,7 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     default="image",
     show_default=True,
     help="With --target-bpp: hit it on every image, or on the mean over all inputs "
-    "(one shared entropy threshold; complex images get more bits).",
+    "(one shared threshold; the images that gain most from bits get them).",
 )
 @click.option(
     "--tune",
@@ -212,6 +212,15 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     show_default=True,
     help="perceptual: keep texture (the model as trained). psnr: search for indices that decode closer to "
     "the pixels: about +0.9 dB at the same size, less texture, encoding ~40x slower.",
+)
+@click.option(
+    "--planner",
+    type=click.Choice(PLANNERS),
+    default=DEFAULT_PLANNER,
+    show_default=True,
+    help="How patches get their granularity. measured: decode every granularity and send fine tokens where "
+    "they lower distortion most (best quality per byte; three extra decoder passes). entropy: the paper's "
+    "patch entropy (fastest encoding).",
 )
 @click.option(
     "--metadata",
@@ -268,6 +277,7 @@ def encode(
     target_psnr,
     budget,
     tune,
+    planner,
     metadata,
     force,
     skip_existing,
@@ -310,6 +320,7 @@ def encode(
         tune=tune,
         metadata=metadata,
         target_psnr=target_psnr,
+        planner=planner,
     )
     if tune == "psnr" and engine != "dask" and len(tasks) == 1 and not reporter.quiet:
         settings = dataclasses.replace(settings, refine_progress=_refine_bar())

@@ -8,7 +8,7 @@
 Opening reads and checks the whole file (cheap: no network), so a damaged
 file fails in Image.open, as Pillow users expect, rather than later.
 Decoding runs the network only in load(), following Pillow's handbook.
-Save options: ratios | target_bpp | target_size | target_psnr, weights, device, tune,
+Save options: ratios | target_bpp | target_size | target_psnr, weights, device, tune, planner,
 metadata ("all" or some of "icc", "exif", "xmp": kept from im.info). A file
 with kept metadata opens with it in im.info ("icc_profile", "exif", "xmp").
 """
@@ -70,16 +70,20 @@ class CgicImageFile(ImageFile.ImageFile):
 
 def _save(im: Image.Image, fp, filename) -> None:
     from .api import DEFAULT_RATIOS, get_codec
+    from .tunes import DEFAULT_PLANNER
 
     options = im.encoderinfo
     codec = get_codec(options.get("weights"), options.get("device", "auto"))
     tune = options.get("tune", "perceptual")
     metadata = options.get("metadata", ())
+    planner = options.get("planner", DEFAULT_PLANNER)
     targets = [options.get(key) for key in ("target_bpp", "target_size", "target_psnr")]
     if any(target is not None for target in targets):
-        result = codec.encode_to_target(im, *targets[:2], tune=tune, metadata=metadata, target_psnr=targets[2])
+        result = codec.encode_to_target(
+            im, *targets[:2], tune=tune, metadata=metadata, target_psnr=targets[2], planner=planner
+        )
     else:
-        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS), tune, metadata)
+        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS), tune, metadata, planner)
     fp.write(result.data)
 
 

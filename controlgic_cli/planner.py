@@ -1,4 +1,9 @@
-"""Granularity planner: patch spatial entropy -> fine/medium/coarse masks.
+"""Granularity planner: per-patch scores -> fine/medium/coarse masks.
+
+The scores say how much a patch gains from being sent at a finer
+granularity; the planner keeps the lowest-scoring patches coarse, then
+medium. This module computes the paper's score, spatial entropy; measured.py
+computes one from decoding errors instead.
 
 Paper Eq. 1-3: every grey pixel p in [-1, 1] is spread over n = 32 bins
 b_k = -1 + 2k/31 with Gaussian weights exp(-(p - b_k)^2 / 2 sigma^2); the
@@ -9,11 +14,11 @@ fine is whatever is left.
 
 Masks are chosen per image (never with batch-wide thresholds) with exact
 token counts: coarse first, the round(r_c * N16) 16x16 cells of lowest
-entropy; then medium, among the 8x8 cells not under a coarse cell, enough of
-the lowest-entropy ones that coarse + medium cover round((r_c + r_m) * N8)
+score; then medium, among the 8x8 cells not under a coarse cell, enough of
+the lowest-scoring ones that coarse + medium cover round((r_c + r_m) * N8)
 8x8 cells. Ties go to the earlier cell in raster order, so flat images are
-planned like any other. Everything is numpy float32 / integer arithmetic,
-whatever precision the network runs in.
+planned like any other. Entropy is numpy float32 arithmetic, whatever
+precision the network runs in.
 """
 
 from __future__ import annotations
@@ -29,14 +34,25 @@ ENTROPY_BINS = 32
 # close to a hard 32-level histogram of grey values.
 ENTROPY_SIGMA = 0.01
 ENTROPY_BAND_ROWS = 256  # a multiple of 16
+# How far (nats) an 8x8 patch's entropy must lie above the rate path's
+# threshold before it goes fine (rate.py). Measured on 12 Kodak images against
+# the two-phase path (every coarse cell released before any fine one) and
+# margins 0.5 / 1.5: 1.0 was best or tied at 0.2-0.6 bpp (at 0.2 bpp LPIPS
+# -0.006, +0.2 dB; docs/rate-control.md).
+ENTROPY_FINE_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
-class PatchEntropy:
-    """Entropy (nats) of the 8x8 patches (H/8 grid) and 16x16 patches (H/16 grid)."""
+class PatchScores:
+    """Per-patch scores of the 8x8 patches (H/8 grid) and 16x16 patches (H/16 grid); higher goes finer first.
+
+    fine_margin: how far an 8x8 score must lie above the rate path's falling
+    threshold before that patch goes fine (in the scores' own units; rate.py).
+    """
 
     medium: np.ndarray  # float32 (H/8, W/8)
     coarse: np.ndarray  # float32 (H/16, W/16)
+    fine_margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +80,8 @@ def grey_levels(rgb: np.ndarray) -> np.ndarray:
     return np.float32(0.2989) * x[..., 0] + np.float32(0.5870) * x[..., 1] + np.float32(0.1140) * x[..., 2]
 
 
-def patch_entropy(rgb: np.ndarray, sigma: float = ENTROPY_SIGMA, bins: int = ENTROPY_BINS) -> PatchEntropy:
-    """Spatial entropy of the 8x8 and 16x16 patches of an image whose sides are multiples of 16."""
+def patch_entropy(rgb: np.ndarray, sigma: float = ENTROPY_SIGMA, bins: int = ENTROPY_BINS) -> PatchScores:
+    """Spatial entropy (nats) of the 8x8 and 16x16 patches of an image whose sides are multiples of 16."""
     height, width = rgb.shape[:2]
     if height % 16 or width % 16:
         raise ValueError(f"planner needs sides that are multiples of 16, got {width}x{height}")
@@ -78,7 +94,7 @@ def patch_entropy(rgb: np.ndarray, sigma: float = ENTROPY_SIGMA, bins: int = ENT
         medium_band, coarse_band = _band_entropy(rgb[band], sigma, bins)
         medium[top // 8 : band.stop // 8] = medium_band
         coarse[top // 16 : band.stop // 16] = coarse_band
-    return PatchEntropy(medium=medium, coarse=coarse)
+    return PatchScores(medium=medium, coarse=coarse, fine_margin=ENTROPY_FINE_MARGIN)
 
 
 def _band_entropy(rgb: np.ndarray, sigma: float, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,24 +132,24 @@ def token_targets(ratios_ppm: tuple[int, int, int], coarse_cells: int) -> tuple[
     return n_coarse, n_medium
 
 
-def plan_from_entropy(entropy: PatchEntropy, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
-    """Masks for one image from its patch entropies and integer ratios (fine, medium, coarse)."""
-    h16, w16 = entropy.coarse.shape
+def plan_from_scores(scores: PatchScores, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
+    """Masks for one image from its patch scores and integer ratios (fine, medium, coarse)."""
+    h16, w16 = scores.coarse.shape
     n_coarse, n_medium = token_targets(ratios_ppm, h16 * w16)
 
     coarse = np.zeros(h16 * w16, bool)
-    # A stable sort keeps raster order among equal entropies: the tie-break.
-    coarse[np.argsort(entropy.coarse.ravel(), kind="stable")[:n_coarse]] = True
+    # A stable sort keeps raster order among equal scores: the tie-break.
+    coarse[np.argsort(scores.coarse.ravel(), kind="stable")[:n_coarse]] = True
     coarse = coarse.reshape(h16, w16)
 
     under_coarse = np.kron(coarse, np.ones((2, 2), bool)).ravel()
     candidates = np.flatnonzero(~under_coarse)
-    order = np.argsort(entropy.medium.ravel()[candidates], kind="stable")
+    order = np.argsort(scores.medium.ravel()[candidates], kind="stable")
     medium = np.zeros(under_coarse.size, bool)
     medium[candidates[order[:n_medium]]] = True
-    return GranularityPlan(coarse=coarse, medium=medium.reshape(entropy.medium.shape))
+    return GranularityPlan(coarse=coarse, medium=medium.reshape(scores.medium.shape))
 
 
 def plan_granularity(rgb: np.ndarray, ratios: tuple[float, float, float]) -> GranularityPlan:
     """uint8 (H, W, 3), sides multiples of 16, + (fine, medium, coarse) ratios -> masks."""
-    return plan_from_entropy(patch_entropy(rgb), ratios_to_ppm(ratios))
+    return plan_from_scores(patch_entropy(rgb), ratios_to_ppm(ratios))

@@ -8,27 +8,29 @@ depends on which neighbours are sent; index_coding.py accounts for that, and
 the sizes stay exact.
 
 Rate control walks a one-dimensional path through the plans, driven by one
-entropy threshold T falling from above every patch's entropy to below all:
+threshold T on the planner's patch scores (planner.PatchScores: entropy, or
+measured distortion gains), falling from above every score to below all:
 
-    a 16x16 cell stops being coarse when T falls below its entropy e16;
-    an 8x8 cell becomes fine when T falls below its entropy e8 minus
-    FINE_ENTROPY_MARGIN, and not before its 16x16 cell has stopped being coarse.
+    a 16x16 cell stops being coarse when T falls below its score s16;
+    an 8x8 cell becomes fine when T falls below its score s8 minus the
+    scores' fine margin, and not before its 16x16 cell has stopped being coarse.
 
 So the path starts all coarse (0, 0, 1), ends all fine (1, 0, 0), and in
-between releases coarse cells and refines medium ones side by side: the flat
-parts of a photo stay coarse while its busiest parts already go fine. One
-step is one cell (+3 tokens), or a coarse cell together with those of its
-8x8 cells already past the fine threshold. Every plan on the path is what
-the planner itself chooses for the corresponding ratios: coarse is always
-the lowest-e16 cells, fine the highest-e8 cells outside them. Along the path
-the token count only grows, so the size is monotone except where Huffman
-code lengths conspire against it (with version-3 files a step that makes a
-neighbour's rank or a mask group cheaper can shrink the file by a byte or
-two); the search below never relies on it.
+between releases coarse cells and refines medium ones side by side: the
+parts of a photo that gain least stay coarse while those that gain most
+already go fine. One step is one cell (+3 tokens), or a coarse cell together
+with those of its 8x8 cells already past the fine threshold. Every plan on
+the path is what the planner itself chooses for the corresponding ratios:
+coarse is always the lowest-s16 cells, fine the highest-s8 cells outside
+them. Along the path the token count only grows, so the size is monotone
+except where Huffman code lengths conspire against it (with version-3 files
+a step that makes a neighbour's rank or a mask group cheaper can shrink the
+file by a byte or two); the search below never relies on it.
 
 Dataset budgets share the one threshold over all images: the steps released
 are the globally highest-threshold ones, so complex images get more bits
-than simple ones.
+than simple ones (with measured scores, equal thresholds are equal
+distortion gains: the split that loses least over the set).
 """
 
 from __future__ import annotations
@@ -41,14 +43,8 @@ import numpy as np
 from .container import HEADER_SIZE
 from .index_coding import UsageCoding
 from .mask_coding import BitMasks
-from .planner import GranularityPlan, PatchEntropy
+from .planner import GranularityPlan, PatchScores
 from .ratios import PPM
-
-# How far (nats) an 8x8 patch's entropy must lie above the threshold before it
-# goes fine. Measured on 12 Kodak images against the two-phase path (every
-# coarse cell released before any fine one) and margins 0.5 / 1.5: 1.0 was
-# best or tied at 0.2-0.6 bpp (at 0.2 bpp LPIPS -0.006, +0.2 dB; docs/rate-control.md).
-FINE_ENTROPY_MARGIN = np.float32(1.0)
 
 
 def _ceil_bytes(bits: np.ndarray) -> np.ndarray:
@@ -118,7 +114,7 @@ class RatePath(RateSummary):
 
 
 def rate_path(
-    entropy: PatchEntropy,
+    scores: PatchScores,
     indices: tuple[np.ndarray, np.ndarray, np.ndarray],
     coding: UsageCoding,
     masks: BitMasks,
@@ -126,23 +122,23 @@ def rate_path(
 ) -> RatePath:
     """The path of one image; metadata_bytes: the file's metadata section, the same at every step."""
     fine_idx, medium_idx, coarse_idx = indices
-    h16, w16 = entropy.coarse.shape
-    h8, w8 = entropy.medium.shape
+    h16, w16 = scores.coarse.shape
+    h8, w8 = scores.medium.shape
     n16, n8 = h16 * w16, h8 * w8
 
-    e16 = entropy.coarse.ravel()
-    e8 = entropy.medium.ravel()
+    e16 = scores.coarse.ravel()
+    e8 = scores.medium.ravel()
     parent = (np.arange(h8)[:, None] // 2 * w16 + np.arange(w8)[None, :] // 2).ravel()
     # The threshold at which each cell changes: an 8x8 cell waits for its 16x16 cell.
-    fine_at = e8 - FINE_ENTROPY_MARGIN
+    fine_at = e8 - np.float32(scores.fine_margin)
     waits = fine_at > e16[parent]
     thresholds = np.concatenate([e16, np.where(waits, e16[parent], fine_at)])
     is_fine = np.concatenate([np.zeros(n16, np.int8), np.ones(n8, np.int8)])
-    own_entropy = np.concatenate([e16, e8])
+    own_score = np.concatenate([e16, e8])
     position = np.concatenate([np.arange(n16), np.arange(n8)])
     # Falling threshold; at equal thresholds coarse cells first (a cell's parent before it), then
-    # higher entropy, then later raster position: the planner's own tie-breaks.
-    events = np.lexsort((-position, -own_entropy, is_fine, -thresholds))
+    # higher score, then later raster position: the planner's own tie-breaks.
+    events = np.lexsort((-position, -own_score, is_fine, -thresholds))
 
     # A step may not stop between a coarse cell and those of its 8x8 cells that were waiting for it.
     rank = np.empty_like(events)

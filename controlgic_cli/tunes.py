@@ -1,10 +1,16 @@
-"""Encoder tunes (`--tune`): how the encoder picks indices for the same plan and size.
+"""Encoder choices that leave the format alone, offered by the CLI without importing the network.
+
+Tunes (`--tune`): how the encoder picks indices for the same plan and size.
 
   perceptual  the nearest code to each latent, as the decoder was trained (keeps texture)
   psnr        a search for codes that decode closer to the pixels (refine.py)
 
-A module of its own, free of torch, so the CLI can offer the choices without
-importing the network.
+Planners (`--planner`): how the encoder scores patches to choose their granularity.
+
+  measured    distortion gains from decoding every granularity (measured.py; three decoder passes)
+  entropy     the paper's patch spatial entropy (planner.py; no decoder pass)
 """
 
 TUNES = ("perceptual", "psnr")
+PLANNERS = ("measured", "entropy")
+DEFAULT_PLANNER = "measured"

@@ -12,9 +12,9 @@ from controlgic_cli.errors import OptionsError
 from controlgic_cli.planner import (
     ENTROPY_BINS,
     ENTROPY_SIGMA,
-    PatchEntropy,
+    PatchScores,
     patch_entropy,
-    plan_from_entropy,
+    plan_from_scores,
     plan_granularity,
 )
 from controlgic_cli.ratios import ratios_to_ppm
@@ -147,11 +147,11 @@ def expected_counts(ratio_strings: tuple[str, str, str], n16: int) -> tuple[int,
 
 
 @pytest.fixture(scope="module")
-def entropies_by_size() -> dict[tuple[int, int], tuple[np.ndarray, PatchEntropy]]:
+def entropies_by_size() -> dict[tuple[int, int], tuple[np.ndarray, PatchScores]]:
     return {(h, w): (img := synthetic_photo(h, w, seed=h + w), patch_entropy(img)) for h, w in SIZES}
 
 
-def check_plan(plan, entropy: PatchEntropy, ratio_strings, height: int, width: int) -> None:
+def check_plan(plan, entropy: PatchScores, ratio_strings, height: int, width: int) -> None:
     n16 = (height // 16) * (width // 16)
     coarse_target, covered_target = expected_counts(ratio_strings, n16)
     assert plan.coarse.shape == (height // 16, width // 16) and plan.coarse.dtype == bool
@@ -181,7 +181,7 @@ def test_exact_counts_and_entropy_order_for_many_ratios(size, entropies_by_size)
     _, entropy = entropies_by_size[size]
     for ratio_strings in ALL_RATIOS:
         ratios = tuple(float(s) for s in ratio_strings)
-        plan = plan_from_entropy(entropy, ratios_to_ppm(ratios))
+        plan = plan_from_scores(entropy, ratios_to_ppm(ratios))
         check_plan(plan, entropy, ratio_strings, *size)
 
 

@@ -8,9 +8,8 @@ import pytest
 from controlgic_cli.api import Codec
 from controlgic_cli.errors import OptionsError
 from controlgic_cli.metrics.distortion import psnr
-from controlgic_cli.planner import plan_from_entropy
+from controlgic_cli.planner import plan_from_scores
 from controlgic_cli.rate import (
-    FINE_ENTROPY_MARGIN,
     QUALITY_SIZE_TOLERANCE,
     choose_dataset,
     choose_for_bpp,
@@ -29,15 +28,16 @@ def codec(request, tiny_weights, tiny_rank_weights):
     return Codec(tiny_rank_weights if request.param == "rank-coded" else tiny_weights, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def analyses(codec):
+@pytest.fixture(scope="module", params=["measured", "entropy"])
+def analyses(codec, request):
+    """The path works from either planner's scores: its units and fine margin come with them."""
     shapes = [(48, 64), (33, 17), (80, 96), (16, 16), (64, 48)]
     images = [synthetic_photo(h, w, seed=i) for i, (h, w) in enumerate(shapes)]
     # Equal entropies everywhere (flat) and a flat half beside noise: the path's tie-breaks must match the planner's.
     flat_and_noise = np.full((48, 64, 3), 90, np.uint8)
     flat_and_noise[:, 32:] = np.random.default_rng(5).integers(0, 256, (48, 32, 3), dtype=np.uint8)
     images += [np.full((32, 48, 3), 200, np.uint8), flat_and_noise]
-    return [codec.analyse(image) for image in images]
+    return [codec.analyse(image, planner=request.param) for image in images]
 
 
 def test_predicted_size_equals_written_size_at_every_step(codec, analyses):
@@ -52,7 +52,7 @@ def test_path_plans_are_the_planners_own_plans(codec, analyses):
     for analysis in analyses:
         path = codec.rate_path(analysis)
         for step in range(path.steps + 1):
-            expected = plan_from_entropy(analysis.entropy, path.ratios_ppm(step))
+            expected = plan_from_scores(analysis.scores, path.ratios_ppm(step))
             plan = path.plan(step)
             assert np.array_equal(plan.coarse, expected.coarse) and np.array_equal(plan.medium, expected.medium)
 
@@ -73,13 +73,13 @@ def test_path_goes_from_all_coarse_to_all_fine_a_few_cells_at_a_time(codec, anal
     assert any(c[0] > 0 and c[2] > 0 for c in counts), "fine and coarse cells coexist on the way"
 
 
-def test_every_step_is_one_entropy_threshold(codec, analyses):
-    """Coarse cells leave below one threshold; 8x8 cells go fine FINE_ENTROPY_MARGIN above it."""
+def test_every_step_is_one_score_threshold(codec, analyses):
+    """Coarse cells leave below one threshold; 8x8 cells go fine the scores' fine margin above it."""
     for analysis in analyses:
         path = codec.rate_path(analysis)
-        e16, e8 = analysis.entropy.coarse, analysis.entropy.medium
+        e16, e8 = analysis.scores.coarse, analysis.scores.medium
         parent_e16 = np.kron(e16, np.ones((2, 2), np.float32))
-        fine_at = np.minimum(e8 - FINE_ENTROPY_MARGIN, parent_e16)
+        fine_at = np.minimum(e8 - np.float32(analysis.scores.fine_margin), parent_e16)
         for step in range(1, path.steps + 1):
             plan = path.plan(step)
             threshold = path.step_thresholds[step - 1]

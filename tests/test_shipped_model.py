@@ -89,3 +89,16 @@ def test_thread_count_does_not_change_the_file(codec):
     finally:
         torch.set_num_threads(before)
     assert files[0] == files[1]
+
+
+@pytest.mark.parametrize("ratios", [PRESETS[0], PRESETS[3]])
+def test_the_measured_planner_decodes_closer_than_entropy_at_the_same_ratios(codec, ratios):
+    """The default planner's reason to exist, on the sample: a closer decode in about the same bytes.
+
+    Measured in session 9: +0.5 dB at (0, .5, .5) and +0.8 dB at (.3, .6, .1), files within 3 %.
+    """
+    original = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    results = {planner: codec.encode(original, ratios, planner=planner) for planner in ("measured", "entropy")}
+    quality = {p: psnr(original, codec.decode_array(r.data)[0]) for p, r in results.items()}
+    assert quality["measured"] > quality["entropy"] + 0.2
+    assert len(results["measured"].data) <= 1.03 * len(results["entropy"].data)

@@ -20,7 +20,7 @@ from ..errors import ModelError
 from ..index_coding import MAX_RANK_CODEBOOK, NeighbourRankCoding
 from ..model import ControlGIC, ModelConfig
 from ..model.weights import GRANULARITIES, RANK_USAGE_KEY, load_weights, save_weights
-from ..planner import patch_entropy, plan_from_entropy
+from ..planner import patch_entropy, plan_from_scores
 from ..ratios import ratios_to_ppm
 from .data import list_images, load_rgb
 
@@ -61,7 +61,7 @@ def _sent_indices(network: ControlGIC, files: list[Path], max_side: int):
         levels = (indices.fine, indices.medium, indices.coarse)
         maps = {name: i[0].numpy() for name, i in zip(GRANULARITIES, levels, strict=True)}
         entropy = patch_entropy(rgb)
-        plans = [plan_from_entropy(entropy, ppm) for ppm in plans_ppm]
+        plans = [plan_from_scores(entropy, ppm) for ppm in plans_ppm]
         yield maps, [{"fine": p.fine, "medium": p.medium, "coarse": p.coarse} for p in plans]
 
 

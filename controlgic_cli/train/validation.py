@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..metrics.dists import DISTS, DISTS_WEIGHTS_FILENAME
 from ..metrics.lpips import LPIPS
 from ..model import ControlGIC, MaskSet
-from ..planner import patch_entropy, plan_from_entropy
+from ..planner import patch_entropy, plan_from_scores
 from ..ratios import ratios_to_ppm
 
 
@@ -24,7 +24,7 @@ def masks_for_batch(batch_u8: np.ndarray, ratios_ppm: list[tuple[int, int, int]]
     """The codec's own plan for each crop at its ratios (ppm)."""
     coarse, medium = [], []
     for image, ratio in zip(batch_u8, ratios_ppm, strict=True):
-        plan = plan_from_entropy(patch_entropy(image), ratio)
+        plan = plan_from_scores(patch_entropy(image), ratio)
         coarse.append(plan.coarse)
         medium.append(plan.medium)
     return MaskSet.from_coarse_medium(

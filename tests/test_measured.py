@@ -1,0 +1,126 @@
+"""The measured planner: patch scores from decoding errors (controlgic_cli.measured)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from controlgic_cli.api import Codec, pad_to_block
+from controlgic_cli.cli import main
+from controlgic_cli.errors import OptionsError
+from controlgic_cli.measured import (
+    CONTRAST_RADIUS,
+    TEXTURE_WEIGHT,
+    box_mean,
+    local_contrast,
+    measured_scores,
+)
+from controlgic_cli.planner import token_targets
+from controlgic_cli.ratios import ratios_to_ppm
+
+from .conftest import synthetic_photo
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_rank_weights):
+    return Codec(tiny_rank_weights, device="cpu")
+
+
+def window_mean_by_loops(values: np.ndarray, radius: int) -> np.ndarray:
+    height, width = values.shape
+    out = np.empty_like(values)
+    for y in range(height):
+        for x in range(width):
+            rows = np.clip(np.arange(y - radius, y + radius + 1), 0, height - 1)
+            cols = np.clip(np.arange(x - radius, x + radius + 1), 0, width - 1)
+            out[y, x] = values[np.ix_(rows, cols)].mean()
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 8), (9, 7), (16, 16)])
+def test_box_mean_is_the_window_mean_with_replicated_edges(shape):
+    values = np.random.default_rng(sum(shape)).normal(size=shape) * 100
+    for radius in (1, 2):
+        np.testing.assert_allclose(box_mean(values, radius), window_mean_by_loops(values, radius), atol=1e-9)
+
+
+def test_local_contrast_is_the_window_std_of_grey():
+    rgb = np.random.default_rng(3).integers(0, 256, (12, 10, 3)).astype(np.float32)
+    grey = 0.299 * rgb[..., 0].astype(np.float64) + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    height, width = grey.shape
+    expected = np.empty_like(grey)
+    r = CONTRAST_RADIUS
+    for y in range(height):
+        for x in range(width):
+            rows = np.clip(np.arange(y - r, y + r + 1), 0, height - 1)
+            cols = np.clip(np.arange(x - r, x + r + 1), 0, width - 1)
+            expected[y, x] = grey[np.ix_(rows, cols)].std()
+    np.testing.assert_allclose(local_contrast(rgb), expected, atol=1e-3)
+    assert np.all(local_contrast(np.full((8, 8, 3), 77, np.float32)) == 0)
+
+
+def test_scores_are_the_distortion_falls_between_the_three_decodes(codec):
+    rgb = pad_to_block(synthetic_photo(40, 56, seed=4))
+    indices = codec.network.encode_indices(rgb)
+    h16, w16 = rgb.shape[0] // 16, rgb.shape[1] // 16
+    source = rgb.astype(np.float64)
+    source_contrast = local_contrast(rgb.astype(np.float32)).astype(np.float64)
+
+    def distortion(coarse: bool, medium: bool) -> np.ndarray:
+        decoded = codec.network.decode(indices, np.full((h16, w16), coarse), np.full((2 * h16, 2 * w16), medium))
+        contrast = local_contrast(decoded.astype(np.float32)).astype(np.float64)
+        squared = np.square(decoded - source).sum(axis=2)
+        return squared + TEXTURE_WEIGHT * np.abs(contrast - source_contrast)
+
+    all_coarse, all_medium, all_fine = distortion(True, False), distortion(False, True), distortion(False, False)
+    scores = measured_scores(codec.network, rgb, indices)
+    assert scores.fine_margin == 0 and scores.coarse.dtype == scores.medium.dtype == np.float32
+    for y in range(h16):
+        for x in range(w16):
+            cell = np.s_[16 * y : 16 * y + 16, 16 * x : 16 * x + 16]
+            expected = all_coarse[cell].sum() - all_medium[cell].sum()
+            assert scores.coarse[y, x] == pytest.approx(expected, rel=1e-4, abs=1e-2)
+    for y in range(2 * h16):
+        for x in range(2 * w16):
+            cell = np.s_[8 * y : 8 * y + 8, 8 * x : 8 * x + 8]
+            expected = all_medium[cell].sum() - all_fine[cell].sum()
+            assert scores.medium[y, x] == pytest.approx(expected, rel=1e-4, abs=1e-2)
+
+
+@pytest.mark.parametrize("ratios", [(0.3, 0.6, 0.1), (0, 0.5, 0.5), (0.9, 0.1, 0), (1, 0, 0), (0, 0, 1)])
+def test_measured_plans_keep_the_exact_token_counts(codec, ratios):
+    analysis = codec.analyse(synthetic_photo(48, 80, seed=2), planner="measured")
+    plan = codec.plan(analysis, ratios_to_ppm(ratios))
+    n_coarse, n_medium = token_targets(ratios_to_ppm(ratios), plan.coarse.size)
+    assert plan.coarse.sum() == n_coarse and plan.medium.sum() == n_medium
+    assert not np.any(plan.medium & np.kron(plan.coarse, np.ones((2, 2), bool)))
+
+
+def test_planners_write_decodable_files_and_a_bad_planner_is_refused(codec):
+    image = synthetic_photo(32, 48, seed=9)
+    for planner in ("measured", "entropy"):
+        result = codec.encode(image, (0.3, 0.6, 0.1), planner=planner)
+        assert codec.decode_array(result.data)[0].shape == (32, 48, 3)
+        assert result.data == codec.encode(image, (0.3, 0.6, 0.1), planner=planner).data
+    with pytest.raises(OptionsError, match="planner"):
+        codec.analyse(image, planner="psychic")
+
+
+def test_cli_planner_option_and_json_record(tmp_path, tiny_rank_weights):
+    source = tmp_path / "a.png"
+    Image.fromarray(synthetic_photo(32, 48, seed=1)).save(source)
+    runner = CliRunner()
+    records = {}
+    for planner in ("measured", "entropy"):
+        target = tmp_path / f"{planner}.cgic"
+        args = ["encode", source, "-o", target, "--planner", planner, "--weights", tiny_rank_weights, "--json"]
+        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        records[planner] = json.loads(result.stdout.splitlines()[0])
+    assert records["measured"]["planner"] == "measured" and records["entropy"]["planner"] == "entropy"
+    bad = runner.invoke(main, ["encode", str(source), "--planner", "psychic"])
+    assert bad.exit_code == 2 and "planner" in bad.stderr
