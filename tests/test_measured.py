@@ -91,6 +91,16 @@ def test_scores_are_the_distortion_falls_between_the_three_decodes(codec):
             assert scores.medium[y, x] == pytest.approx(expected, rel=1e-4, abs=1e-2)
 
 
+def test_bands_of_rows_give_the_scores_of_the_whole_image(codec, monkeypatch):
+    rgb = pad_to_block(synthetic_photo(72, 40, seed=6))
+    indices = codec.network.encode_indices(rgb)
+    whole = measured_scores(codec.network, rgb, indices)
+    monkeypatch.setattr("controlgic_cli.measured.BAND_ROWS", 16)
+    banded = measured_scores(codec.network, rgb, indices)
+    np.testing.assert_allclose(banded.coarse, whole.coarse, rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(banded.medium, whole.medium, rtol=1e-5, atol=1e-2)
+
+
 @pytest.mark.parametrize("ratios", [(0.3, 0.6, 0.1), (0, 0.5, 0.5), (0.9, 0.1, 0), (1, 0, 0), (0, 0, 1)])
 def test_measured_plans_keep_the_exact_token_counts(codec, ratios):
     analysis = codec.analyse(synthetic_photo(48, 80, seed=2), planner="measured")
