@@ -64,11 +64,27 @@ def measured_scores(
             distortion += np.float32(TEXTURE_WEIGHT) * np.abs(local_contrast(band)[inner] - source_contrast)
             sums8[level][top // 8 : bottom // 8] = cell_sums(distortion, 8)
     sums16 = {level: cell_sums(sums, 2) for level, sums in sums8.items()}
-    return PatchScores(
-        medium=(sums8["medium"] - sums8["fine"]).astype(np.float32),
-        coarse=(sums16["coarse"] - sums16["medium"]).astype(np.float32),
-        fine_margin=0.0,
-    )
+    fine_gain = sums8["medium"] - sums8["fine"]
+    release = release_scores(sums16["coarse"] - sums16["medium"], fine_gain)
+    return PatchScores(medium=fine_gain.astype(np.float32), coarse=release.astype(np.float32), fine_margin=0.0)
+
+
+def release_scores(coarse_gain: np.ndarray, fine_gain: np.ndarray) -> np.ndarray:
+    """A 16x16 cell's score: the best mean gain per step of releasing it together with its k best 8x8 cells.
+
+    Releasing a coarse cell is also what lets its 8x8 cells go fine, so a cell
+    that gains little from medium but holds one patch that gains much from
+    fine must not wait behind cells that gain more from medium alone. Scoring
+    it by its own gain only cost 3 % LPIPS and up to 0.7 dB on some images at
+    0.39 bpp; this score (each k = 0..4 is a run of k + 1 steps, k of them
+    its best 8x8 cells) gained 0.2 dB and 2 % on LPIPS and DISTS there
+    (docs/rate-control.md).
+    """
+    h16, w16 = coarse_gain.shape
+    children = fine_gain.reshape(h16, 2, w16, 2).transpose(0, 2, 1, 3).reshape(h16, w16, 4)
+    best_first = -np.sort(-children, axis=2)
+    released = np.cumsum(np.concatenate([coarse_gain[..., None], best_first], axis=2), axis=2)
+    return (released / np.arange(1, 6)).max(axis=2)
 
 
 def local_contrast(rgb: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from controlgic_cli.measured import (
     box_mean,
     local_contrast,
     measured_scores,
+    release_scores,
 )
 from controlgic_cli.planner import token_targets
 from controlgic_cli.ratios import ratios_to_ppm
@@ -79,16 +80,18 @@ def test_scores_are_the_distortion_falls_between_the_three_decodes(codec):
     all_coarse, all_medium, all_fine = distortion(True, False), distortion(False, True), distortion(False, False)
     scores = measured_scores(codec.network, rgb, indices)
     assert scores.fine_margin == 0 and scores.coarse.dtype == scores.medium.dtype == np.float32
-    for y in range(h16):
-        for x in range(w16):
-            cell = np.s_[16 * y : 16 * y + 16, 16 * x : 16 * x + 16]
-            expected = all_coarse[cell].sum() - all_medium[cell].sum()
-            assert scores.coarse[y, x] == pytest.approx(expected, rel=1e-4, abs=1e-2)
+    fine_gain = np.empty((2 * h16, 2 * w16))
     for y in range(2 * h16):
         for x in range(2 * w16):
             cell = np.s_[8 * y : 8 * y + 8, 8 * x : 8 * x + 8]
-            expected = all_medium[cell].sum() - all_fine[cell].sum()
-            assert scores.medium[y, x] == pytest.approx(expected, rel=1e-4, abs=1e-2)
+            fine_gain[y, x] = all_medium[cell].sum() - all_fine[cell].sum()
+    coarse_gain = np.empty((h16, w16))
+    for y in range(h16):
+        for x in range(w16):
+            cell = np.s_[16 * y : 16 * y + 16, 16 * x : 16 * x + 16]
+            coarse_gain[y, x] = all_coarse[cell].sum() - all_medium[cell].sum()
+    np.testing.assert_allclose(scores.medium, fine_gain, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(scores.coarse, release_scores(coarse_gain, fine_gain), rtol=1e-4, atol=1e-2)
 
 
 def test_bands_of_rows_give_the_scores_of_the_whole_image(codec, monkeypatch):
@@ -134,3 +137,17 @@ def test_cli_planner_option_and_json_record(tmp_path, tiny_rank_weights):
     assert records["measured"]["planner"] == "measured" and records["entropy"]["planner"] == "entropy"
     bad = runner.invoke(main, ["encode", str(source), "--planner", "psychic"])
     assert bad.exit_code == 2 and "planner" in bad.stderr
+
+
+def test_release_score_is_the_best_mean_gain_of_a_cell_and_its_best_children():
+    rng = np.random.default_rng(11)
+    coarse_gain = rng.normal(size=(3, 4)) * 50
+    fine_gain = rng.normal(size=(6, 8)) * 50
+    scores = release_scores(coarse_gain, fine_gain)
+    for y in range(3):
+        for x in range(4):
+            children = sorted(fine_gain[2 * y : 2 * y + 2, 2 * x : 2 * x + 2].ravel(), reverse=True)
+            runs = [(coarse_gain[y, x] + sum(children[:k])) / (k + 1) for k in range(5)]
+            assert scores[y, x] == pytest.approx(max(runs))
+    # A cell whose children gain nothing keeps its own gain.
+    assert release_scores(np.array([[7.0]]), np.zeros((2, 2)))[0, 0] == 7.0
