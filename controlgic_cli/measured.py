@@ -3,8 +3,9 @@
 The paper plans from patch entropy (planner.py), a guess at where fine tokens
 pay off. This planner asks the decoder instead: it decodes the image three
 times, all coarse, all medium and all fine, and scores every patch by how
-much its distortion falls when it is sent one granularity finer (a 16x16
-patch: coarse -> medium; an 8x8 patch: medium -> fine). Each step adds three
+much its distortion falls when it is sent one granularity finer (an 8x8
+patch: medium -> fine; a 16x16 patch: coarse -> medium, counting the 8x8
+patches its release lets go fine, release_scores). Each step adds three
 tokens either way, so the scores are gains per step in one unit, and the
 planner and rate control (rate.py) spend tokens where they gain most. Scores
 of different images are in the same unit too, so a dataset budget's shared
