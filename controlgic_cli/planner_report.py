@@ -18,9 +18,10 @@ import click
 import numpy as np
 import torch
 
-from .api import Codec
+from .api import Codec, pad_to_block
 from .bench import write_report
 from .image_io import list_image_files, load_image
+from .measured import measured_scores
 from .metrics.suite import MetricSuite
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
 from .tunes import PLANNERS
@@ -49,13 +50,16 @@ def main(folder, weights, metric_weights, targets, threads, json_out, limit) -> 
     for path in files:
         source = load_image(path.read_bytes())
         network_pass = codec.analyse(source, planner="entropy")
+        # The same indices for both planners: only the scores differ.
+        scores = {
+            "entropy": network_pass.scores,
+            "measured": measured_scores(codec.network, pad_to_block(source.rgb), network_pass.indices),
+        }
         for planner in PLANNERS:
             started = time.perf_counter()
             codec.encode(source, DEFAULT_RATIOS, planner=planner)
             seconds[planner].append(time.perf_counter() - started)
-            # The same indices for both planners: only the scores differ.
-            scores = network_pass.scores if planner == "entropy" else codec.analyse(source, planner=planner).scores
-            analysis = dataclasses.replace(network_pass, scores=scores)
+            analysis = dataclasses.replace(network_pass, scores=scores[planner])
             for target in targets:
                 result = codec.encode_analysis_to_target(analysis, target_bpp=target)
                 rows[planner, target].append({"bpp": result.stats.bpp, **_quality(codec, suite, source, result.data)})

@@ -31,14 +31,15 @@ def codec(tiny_rank_weights):
     return Codec(tiny_rank_weights, device="cpu")
 
 
-def window_mean_by_loops(values: np.ndarray, radius: int) -> np.ndarray:
+def window_by_loops(values: np.ndarray, radius: int, reduce=np.mean) -> np.ndarray:
+    """reduce() over the (2r+1)-square window around each element, edges replicated, one element at a time."""
     height, width = values.shape
-    out = np.empty_like(values)
+    out = np.empty(values.shape, np.float64)
     for y in range(height):
         for x in range(width):
             rows = np.clip(np.arange(y - radius, y + radius + 1), 0, height - 1)
             cols = np.clip(np.arange(x - radius, x + radius + 1), 0, width - 1)
-            out[y, x] = values[np.ix_(rows, cols)].mean()
+            out[y, x] = reduce(values[np.ix_(rows, cols)])
     return out
 
 
@@ -46,20 +47,13 @@ def window_mean_by_loops(values: np.ndarray, radius: int) -> np.ndarray:
 def test_box_mean_is_the_window_mean_with_replicated_edges(shape):
     values = np.random.default_rng(sum(shape)).normal(size=shape) * 100
     for radius in (1, 2):
-        np.testing.assert_allclose(box_mean(values, radius), window_mean_by_loops(values, radius), atol=1e-9)
+        np.testing.assert_allclose(box_mean(values, radius), window_by_loops(values, radius), atol=1e-9)
 
 
 def test_local_contrast_is_the_window_std_of_grey():
     rgb = np.random.default_rng(3).integers(0, 256, (12, 10, 3)).astype(np.float32)
     grey = 0.299 * rgb[..., 0].astype(np.float64) + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
-    height, width = grey.shape
-    expected = np.empty_like(grey)
-    r = CONTRAST_RADIUS
-    for y in range(height):
-        for x in range(width):
-            rows = np.clip(np.arange(y - r, y + r + 1), 0, height - 1)
-            cols = np.clip(np.arange(x - r, x + r + 1), 0, width - 1)
-            expected[y, x] = grey[np.ix_(rows, cols)].std()
+    expected = window_by_loops(grey, CONTRAST_RADIUS, np.std)
     np.testing.assert_allclose(local_contrast(rgb), expected, atol=1e-3)
     assert np.all(local_contrast(np.full((8, 8, 3), 77, np.float32)) == 0)
 
