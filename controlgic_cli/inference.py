@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .model import ControlGIC, Indices, MaskSet
-from .model.config import COARSE_STRIDE, MEDIUM_STRIDE, STRIDES
+from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE, STRIDES
 from .refine import RefineSettings, refine_indices
 from .tiling import DEFAULT_TILES, TileSpec, plan_tiles
 
@@ -100,6 +100,32 @@ class TiledNetwork:
             part = x_hat.float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             rgb[tile.core.scaled(1)] = part[tile.core.within(tile.context, 1)]
         return rgb
+
+    def feature_distances(self, source: np.ndarray, decoded: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each decoded image, how far the encoder's features of it are from the source's: float64 (H/4, H/8) maps.
+
+        LPIPS's recipe with cgic's own encoder in place of an ImageNet network:
+        features unit-normalised over channels at every position, squared
+        differences summed over channels. Images are padded uint8 (H, W, 3).
+        """
+        height, width = source.shape[:2]
+        strides = (FINE_STRIDE, MEDIUM_STRIDE)
+        maps = [tuple(np.zeros((height // s, width // s)) for s in strides) for _ in decoded]
+        with torch.no_grad():
+            for tile in plan_tiles(height, width, self.tiles):
+                reference = self._unit_features(source[tile.context.scaled(1)])
+                for image, image_maps in zip(decoded, maps, strict=True):
+                    features = self._unit_features(image[tile.context.scaled(1)])
+                    for full, mine, theirs, stride in zip(image_maps, features, reference, strides, strict=True):
+                        distance = (mine - theirs).square().sum(dim=1)[0]
+                        core = distance[tile.core.within(tile.context, stride)]
+                        full[tile.core.scaled(stride)] = core.double().cpu().numpy()
+        return maps
+
+    def _unit_features(self, rgb: np.ndarray) -> list[torch.Tensor]:
+        features = self.network.encoder.features(self._input(rgb[None]))
+        # The epsilon is LPIPS's: a position with all-zero features stays zero.
+        return [f.float() / (f.float().norm(dim=1, keepdim=True) + 1e-10) for f in features]
 
     def _input(self, batch_u8: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> the network's input: float (N, 3, H, W) in [-1, 1], channels_last, on the device."""

@@ -17,10 +17,16 @@ deviation of grey over a 5x5 window) between decoded and source. Squared
 error alone sends fine tokens to edges and leaves texture coarse, which
 measured worse LPIPS than the entropy planner (+2 to +7 % on 12 Kodak
 images); the contrast term values texture that is present even where it is
-not pixel-exact. docs/rate-control.md has the comparison.
+not pixel-exact. To that, each 8x8 cell adds a perceptual distance in the
+style of LPIPS, taken with cgic's own encoder (its hidden maps at H/4 and H/8,
+unit-normalised over channels, TiledNetwork.feature_distances): it lowered
+LPIPS by another 1-3 % and DISTS by up to 2 % at equal bpp, where an ImageNet
+AlexNet would have shipped that network's weights and their terms with the
+codec. docs/rate-control.md has the comparisons.
 
-The cost is three decoder passes per image at encode time; decoding a file
-is unchanged, and the scores are an encoder choice that files do not record.
+The cost is three decoder passes and four passes through the encoder's first
+two levels per image at encode time; decoding a file is unchanged, and the
+scores are an encoder choice that files do not record.
 """
 
 from __future__ import annotations
@@ -35,6 +41,11 @@ from .planner import PatchScores
 # median ratio is about 380:1, and half of that measured best: +0.60 dB and
 # -5.8 % DISTS at 0.2 bpp, LPIPS unchanged, against the entropy planner).
 TEXTURE_WEIGHT = 200.0
+# Weights of the encoder-feature distances at H/4 and H/8 (summed per 8x8 cell)
+# against squared error plus contrast: half the median ratio of their
+# coarse-to-fine falls on 12 Kodak images (172,000 and 1,665,000) for each,
+# the best of the mixes tried there (docs/rate-control.md).
+FEATURE_WEIGHTS = (86_000.0, 832_500.0)
 CONTRAST_RADIUS = 2  # a 5x5 window
 BAND_ROWS = 256  # a multiple of 16
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -64,6 +75,10 @@ def measured_scores(
             distortion = np.square(band[inner] - source[inner]).sum(axis=2)
             distortion += np.float32(TEXTURE_WEIGHT) * np.abs(local_contrast(band)[inner] - source_contrast)
             sums8[level][top // 8 : bottom // 8] = cell_sums(distortion, 8)
+    fine_weight, medium_weight = FEATURE_WEIGHTS
+    distances = network.feature_distances(rgb, list(decoded.values()))
+    for level, (at_fine, at_medium) in zip(decoded, distances, strict=True):
+        sums8[level] += fine_weight * cell_sums(at_fine, 2) + medium_weight * at_medium
     sums16 = {level: cell_sums(sums, 2) for level, sums in sums8.items()}
     fine_gain = sums8["medium"] - sums8["fine"]
     release = release_scores(sums16["coarse"] - sums16["medium"], fine_gain)

@@ -6,14 +6,17 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from controlgic_cli.api import Codec, pad_to_block
 from controlgic_cli.cli import main
 from controlgic_cli.errors import OptionsError
+from controlgic_cli.inference import TiledNetwork
 from controlgic_cli.measured import (
     CONTRAST_RADIUS,
+    FEATURE_WEIGHTS,
     TEXTURE_WEIGHT,
     box_mean,
     local_contrast,
@@ -22,6 +25,7 @@ from controlgic_cli.measured import (
 )
 from controlgic_cli.planner import token_targets
 from controlgic_cli.ratios import ratios_to_ppm
+from controlgic_cli.tiling import TileSpec
 
 from .conftest import synthetic_photo
 
@@ -65,11 +69,20 @@ def test_scores_are_the_distortion_falls_between_the_three_decodes(codec):
     source = rgb.astype(np.float64)
     source_contrast = local_contrast(rgb.astype(np.float32)).astype(np.float64)
 
+    source_features = encoder_features(codec, rgb)
+
     def distortion(coarse: bool, medium: bool) -> np.ndarray:
+        """Per pixel: squared error + contrast term + each feature distance spread evenly over its cell."""
         decoded = codec.network.decode(indices, np.full((h16, w16), coarse), np.full((2 * h16, 2 * w16), medium))
         contrast = local_contrast(decoded.astype(np.float32)).astype(np.float64)
         squared = np.square(decoded - source).sum(axis=2)
-        return squared + TEXTURE_WEIGHT * np.abs(contrast - source_contrast)
+        total = squared + TEXTURE_WEIGHT * np.abs(contrast - source_contrast)
+        for weight, mine, theirs, stride in zip(
+            FEATURE_WEIGHTS, encoder_features(codec, decoded), source_features, (4, 8), strict=True
+        ):
+            distance = np.square(mine - theirs).sum(axis=0)
+            total += weight * np.kron(distance, np.ones((stride, stride))) / stride**2
+        return total
 
     all_coarse, all_medium, all_fine = distortion(True, False), distortion(False, True), distortion(False, False)
     scores = measured_scores(codec.network, rgb, indices)
@@ -86,6 +99,30 @@ def test_scores_are_the_distortion_falls_between_the_three_decodes(codec):
             coarse_gain[y, x] = all_coarse[cell].sum() - all_medium[cell].sum()
     np.testing.assert_allclose(scores.medium, fine_gain, rtol=1e-4, atol=1e-2)
     np.testing.assert_allclose(scores.coarse, release_scores(coarse_gain, fine_gain), rtol=1e-4, atol=1e-2)
+
+
+def encoder_features(codec: Codec, rgb: np.ndarray) -> list[np.ndarray]:
+    """The encoder's H/4 and H/8 maps of a whole image, each position's channels scaled to unit length."""
+    x = torch.from_numpy(rgb.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        maps = codec.network.network.encoder.features(x)
+    return [(m / m.norm(dim=1, keepdim=True))[0].double().numpy() for m in maps]
+
+
+def test_feature_distances_are_zero_for_the_source_and_the_same_in_tiles(codec):
+    rgb = pad_to_block(synthetic_photo(80, 96, seed=5))
+    other = pad_to_block(synthetic_photo(80, 96, seed=6))
+    whole = codec.network.feature_distances(rgb, [rgb, other])
+    assert [m.shape for m in whole[1]] == [(20, 24), (10, 12)]
+    assert all(np.all(m == 0) for m in whole[0])
+    assert all(np.all(m >= 0) and m.max() > 0 for m in whole[1])
+    features = zip(encoder_features(codec, other), encoder_features(codec, rgb), strict=True)
+    for got, (expected, theirs) in zip(whole[1], features, strict=True):
+        np.testing.assert_allclose(got, np.square(expected - theirs).sum(axis=0), rtol=1e-4, atol=1e-6)
+    # A margin wider than the encoder's reach at H/8 makes tiles invisible.
+    tiled = TiledNetwork(codec.network.network, codec.network.device, TileSpec(core=32, margin=96))
+    for got, expected in zip(tiled.feature_distances(rgb, [other])[0], whole[1], strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_bands_of_rows_give_the_scores_of_the_whole_image(codec, monkeypatch):

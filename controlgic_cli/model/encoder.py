@@ -32,9 +32,13 @@ class Encoder(nn.Module):
         self.medium_head = LatentHead(c8, config.latent_dim)
         self.coarse_head = LatentHead(c16, config.latent_dim)
 
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden maps at H/4 and H/8 that the fine and medium heads read (the measured planner compares them)."""
+        h4 = self.level4(self.stem(x))
+        return h4, self.level8(self.down8(h4))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x in [-1, 1], (N, 3, H, W) with H, W multiples of 16 -> (z_fine, z_medium, z_coarse)."""
-        h4 = self.level4(self.stem(x))
-        h8 = self.level8(self.down8(h4))
+        h4, h8 = self.features(x)
         h16 = self.level16(self.down16(h8))
         return self.fine_head(h4), self.medium_head(h8), self.coarse_head(h16)
