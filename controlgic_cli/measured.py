@@ -42,9 +42,9 @@ from .planner import PatchScores
 # -5.8 % DISTS at 0.2 bpp, LPIPS unchanged, against the entropy planner).
 TEXTURE_WEIGHT = 200.0
 # Weights of the encoder-feature distances at H/4 and H/8 (summed per 8x8 cell)
-# against squared error plus contrast: half the median ratio of their
-# coarse-to-fine falls on 12 Kodak images (172,000 and 1,665,000) for each,
-# the best of the mixes tried there (docs/rate-control.md).
+# against squared error plus contrast: a third to two fifths of the median ratio of
+# their coarse-to-fine falls on Kodak, the best of the mixes tried on 12
+# images and confirmed on the other 12 (docs/rate-control.md).
 FEATURE_WEIGHTS = (86_000.0, 832_500.0)
 CONTRAST_RADIUS = 2  # a 5x5 window
 BAND_ROWS = 256  # a multiple of 16
