@@ -19,8 +19,8 @@ measured worse LPIPS than the entropy planner (+2 to +7 % on 12 Kodak
 images); the contrast term values texture that is present even where it is
 not pixel-exact. To that, each 8x8 cell adds a perceptual distance in the
 style of LPIPS, taken with cgic's own encoder (its hidden maps at H/4 and H/8,
-unit-normalised over channels, TiledNetwork.feature_distances): it lowered
-LPIPS by another 1-3 % and DISTS by up to 2 % at equal bpp, where an ImageNet
+unit-normalised over channels, TiledNetwork.feature_distances): on Kodak it
+lowered LPIPS by another 1-4 % and DISTS by about 1 % at equal bpp, where an ImageNet
 AlexNet would have shipped that network's weights and their terms with the
 codec. docs/rate-control.md has the comparisons.
 
