@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .metrics.lpips import unit_normalise
 from .model import ControlGIC, Indices, MaskSet
 from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE, STRIDES
 from .refine import RefineSettings, refine_indices
@@ -123,9 +124,7 @@ class TiledNetwork:
         return maps
 
     def _unit_features(self, rgb: np.ndarray) -> list[torch.Tensor]:
-        features = self.network.encoder.features(self._input(rgb[None]))
-        # The epsilon is LPIPS's: a position with all-zero features stays zero.
-        return [f.float() / (f.float().norm(dim=1, keepdim=True) + 1e-10) for f in features]
+        return [unit_normalise(f.float()) for f in self.network.encoder.features(self._input(rgb[None]))]
 
     def _input(self, batch_u8: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> the network's input: float (N, 3, H, W) in [-1, 1], channels_last, on the device."""

@@ -64,7 +64,7 @@ class LPIPS(FrozenMetricNet):
             weight = getattr(self, f"features_{index}_weight").to(h.dtype)
             bias = getattr(self, f"features_{index}_bias").to(h.dtype)
             h = F.relu(F.conv2d(h, weight, bias, stride=stride, padding=padding))
-            taps.append(_unit_normalise(h))
+            taps.append(unit_normalise(h))
         return taps
 
     def forward(self, x: Tensor, y: Tensor, per_layer: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -93,7 +93,8 @@ class LPIPS(FrozenMetricNet):
         return total
 
 
-def _unit_normalise(feature: Tensor) -> Tensor:
+def unit_normalise(feature: Tensor) -> Tensor:
+    """Each position's channel vector scaled to unit length, as LPIPS does (also the measured planner's features)."""
     # Half-precision sums of squares over 64..384 channels lose too much, so
     # the normalisation runs in at least float32 even under autocast.
     if feature.dtype in (torch.float16, torch.bfloat16):
