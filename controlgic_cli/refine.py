@@ -114,7 +114,7 @@ def _search(
             code = quantizer.lookup(quantizer.indices(z.detach()))
             quantized = z + (code - z).detach()
             hybrid = network.hybrid_latent(*_planes(quantized, granularity), masks)
-            with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=_bf16_is_native(target.device)):
+            with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=_search_in_bf16(target.device)):
                 reconstruction = network.decoder(hybrid, masks.fine, masks.medium, masks.coarse)
             error = F.mse_loss(reconstruction.float(), target)
         if error.item() < best_error:
@@ -127,7 +127,7 @@ def _search(
     return best
 
 
-def _bf16_is_native(device: torch.device) -> bool:
+def _search_in_bf16(device: torch.device) -> bool:
     """bf16 only on GPUs: on a CPU without AMX or AVX-512 BF16 it is emulated, and the search took minutes.
 
     (One Kodak image: 6.6 s with bf16 on an AMX Xeon, over 5 minutes on an
