@@ -21,6 +21,7 @@ from . import __version__
 from .batch import FileOutcome, FileTask, error_text
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, parse_file
 from .errors import CgicError, OptionsError
+from .file_plan import FilePlan, plan_tasks
 from .fileio import STDIO, read_source, refuse_existing, write_target
 from .image_io import IMAGE_SUFFIXES
 from .metadata import parse_metadata_kinds
@@ -121,43 +122,13 @@ def main() -> None:
     """
 
 
-def _expand_inputs(inputs: tuple[str, ...], suffixes: set[str]) -> tuple[list[str], bool]:
-    """Files named, plus the matching files of any directory named; second value: was it a batch."""
-    files: list[str] = []
-    batch = len(inputs) > 1
-    for item in inputs:
-        path = Path(item)
-        if item != STDIO and path.is_dir():
-            batch = True
-            files.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and p.suffix.lower() in suffixes)
-        else:
-            files.append(item)
-    if batch and STDIO in files:
-        raise click.UsageError("'-' (stdin) cannot be mixed with other inputs")
-    return files, batch
-
-
-def _plan_jobs(inputs: tuple[str, ...], output: str | None, suffixes: set[str], out_suffix: str) -> list[FileTask]:
-    files, batch = _expand_inputs(inputs, suffixes)
-    if not batch:
-        source = files[0]
-        if output is None:
-            target = STDIO if source == STDIO else str(Path(source).with_suffix(out_suffix))
-        elif output != STDIO and Path(output).is_dir():
-            stem = "stdin" if source == STDIO else Path(source).stem
-            target = str(Path(output) / (stem + out_suffix))
-        else:
-            target = output
-        return [FileTask(source, target)]
-    if output == STDIO:
-        raise click.UsageError("-o - (stdout) takes a single input, not several files or a directory")
-    if output is not None:
-        Path(output).mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for source in files:
-        folder = Path(output) if output is not None else Path(source).parent
-        jobs.append(FileTask(source, str(folder / (Path(source).stem + out_suffix))))
-    return jobs
+def _plan_jobs(
+    inputs: tuple[str, ...], output: str | None, suffixes: set[str], out_suffix: str, recursive: bool
+) -> FilePlan:
+    try:
+        return plan_tasks(inputs, output, suffixes, out_suffix, recursive)
+    except OptionsError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _load_codec(weights: str | None, device: str, reporter: Reporter):
@@ -173,6 +144,12 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output file, '-' for stdout, or a directory (several inputs).")
+@click.option(
+    "-R",
+    "--recursive",
+    is_flag=True,
+    help="Directory inputs: take the images in their subfolders too; outputs keep the subfolder paths.",
+)
 @click.option(
     "-r",
     "--ratios",
@@ -271,6 +248,7 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
 def encode(
     inputs,
     output,
+    recursive,
     ratios,
     target_bpp,
     target_size,
@@ -305,10 +283,13 @@ def encode(
         raise click.UsageError("-f and --skip-existing are opposites: give one")
     if address is not None and engine != "dask":
         raise click.UsageError("--address needs --engine dask")
-    tasks = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic")
+    file_plan = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic", recursive)
+    tasks = file_plan.tasks
     if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
         raise click.UsageError("--engine dask reads and writes files, not '-'")
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
+    for note in file_plan.notes:
+        reporter.warn(note)
     settings = EncodeSettings(
         ratios,
         target_bpp,
@@ -444,15 +425,24 @@ def _encode_summary(outcome, verbose: bool) -> str:
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output image (format from its suffix, PNG by default), '-' or a directory.")
+@click.option(
+    "-R",
+    "--recursive",
+    is_flag=True,
+    help="Directory inputs: take the .cgic files in their subfolders too; outputs keep the subfolder paths.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @model_options
 @common_options
-def decode(inputs, output, force, weights, device, verbose, quiet, as_json) -> None:
+def decode(inputs, output, recursive, force, weights, device, verbose, quiet, as_json) -> None:
     """Decode .cgic files (or '-' for stdin) to PNG."""
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
-    jobs = _plan_jobs(inputs, output, {".cgic"}, ".png")
+    file_plan = _plan_jobs(inputs, output, {".cgic"}, ".png", recursive)
+    jobs = file_plan.tasks
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
+    for note in file_plan.notes:
+        reporter.warn(note)
     codec = _load_codec(weights, device, reporter)
 
     def decode_one(task: FileTask) -> FileOutcome:
