@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import CgicError
-from .fileio import STDIO, read_source, refuse_existing, write_target
+from .fileio import STDIO, check_target, read_source, write_target
 from .image_io import SourceImage, load_image
 from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
@@ -128,7 +128,7 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
             outcomes[position] = skipped(task)
             continue
         try:
-            refuse_existing(task.target, settings.overwrite)
+            check_target(task.target, settings.overwrite)
             source = load_image(read_source(task.source), settings.metadata)
             loaded.append((position, source, time.perf_counter() - began))
         except (CgicError, OSError) as exc:

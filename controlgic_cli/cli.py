@@ -22,7 +22,7 @@ from .batch import FileOutcome, FileTask, error_text
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, parse_file
 from .errors import CgicError, OptionsError
 from .file_plan import FilePlan, plan_tasks
-from .fileio import STDIO, read_source, refuse_existing, write_target
+from .fileio import STDIO, check_target, read_source, write_target
 from .image_io import IMAGE_SUFFIXES
 from .metadata import parse_metadata_kinds
 from .ratios import ppm_to_ratios, validate_ratios
@@ -450,7 +450,7 @@ def decode(inputs, output, recursive, force, weights, device, verbose, quiet, as
 
         started = time.perf_counter()
         try:
-            refuse_existing(task.target, force)
+            check_target(task.target, force)
             image = codec.decode(read_source(task.source))
             write_target(task.target, encode_image_file(image, task.target), force)
         except (CgicError, OSError) as exc:

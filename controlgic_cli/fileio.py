@@ -33,19 +33,25 @@ def write_target(target: str, data: bytes, overwrite: bool) -> None:
         write_atomic(Path(target), data, overwrite=overwrite)
 
 
-def refuse_existing(target: str | Path, overwrite: bool) -> None:
-    """FileExistsError if target (not stdout) exists and may not be overwritten.
+def check_target(target: str | Path, overwrite: bool) -> None:
+    """OSError unless target (not stdout) can be written: its folder exists, and it does not or may be overwritten.
 
-    Callers check before the work too, so an existing output costs no network pass.
+    Callers check before the work too, so an output that cannot be written costs no network pass.
     """
-    if str(target) != STDIO and not overwrite and Path(target).exists():
+    if str(target) == STDIO:
+        return
+    path = Path(target)
+    if not path.parent.is_dir():
+        # Said before mkstemp fails with the name of a temporary file the user never asked for.
+        raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(path.parent))
+    if not overwrite and path.exists():
         raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(target))
 
 
 def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Write bytes to `path` all at once; FileExistsError if it exists and overwrite is False."""
     path = Path(path)
-    refuse_existing(path, overwrite)
+    check_target(path, overwrite)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:

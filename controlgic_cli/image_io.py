@@ -264,6 +264,8 @@ def to_pil(rgb: np.ndarray, colour_mode: int) -> Image.Image:
     return image.convert("L") if colour_mode == COLOUR_GREY else image
 
 
+# Decoding to .jpg: close to the decoded pixels, at several times the size of the .cgic file.
+JPEG_OUTPUT_QUALITY = 95
 OUTPUT_FORMATS = {
     ".png": "PNG",
     ".bmp": "BMP",
@@ -287,6 +289,9 @@ def encode_image_file(image: Image.Image, target: str) -> bytes:
     options = save_options(read_metadata(image, frozenset(METADATA_KINDS)), fmt)
     if fmt == "WEBP":
         options["lossless"] = True
+    elif fmt == "JPEG":
+        # Pillow's default (quality 75, 4:2:0 chroma) would add its own artefacts to the decoded image.
+        options.update(quality=JPEG_OUTPUT_QUALITY, subsampling=0)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()

@@ -108,6 +108,17 @@ def test_never_overwrites_without_force(tmp_path, tiny_weights):
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask, "outputs get normal permissions, not mkstemp's 0600"
 
 
+def test_missing_output_folder_is_one_line_naming_it(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(32, 32))
+    assert run(["encode", src, "--weights", tiny_weights]).exit_code == 0
+    for command, source in (("encode", src), ("decode", tmp_path / "in.cgic")):
+        result = run([command, source, "-o", tmp_path / "missing" / "out.x", "--weights", tiny_weights])
+        assert result.exit_code == 1
+        assert result.stderr.count("\n") == 1 and "output folder does not exist" in result.stderr
+        assert str(tmp_path / "missing") in result.stderr and ".part" not in result.stderr
+        assert not (tmp_path / "missing").exists()
+
+
 @pytest.mark.parametrize(
     "args",
     [
