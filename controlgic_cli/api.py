@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from .container import CgicHeader, CgicSections, ImageMetadata, pack_file, pack_metadata, parse_file, read_header
-from .errors import ImageError, ModelError, OptionsError
-from .image_io import ImageSource, SourceImage, load_image, to_pil
+from .errors import ModelError, OptionsError
+from .image_io import ImageSource, SourceImage, check_pixel_count, load_image, to_pil
 from .index_coding import NeighbourRankCoding, UsageCoding
 from .inference import TiledNetwork
 from .mask_coding import BitMasks, GroupedMasks
@@ -37,11 +37,6 @@ from .tiling import DEFAULT_TILES, TileSpec
 from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
 BLOCK = 16
-# The network runs in tiles (tiling.py), but the image, its index maps and the
-# planner's per-patch statistics are still whole-image arrays, and a 100 MP
-# photo takes minutes on a laptop CPU; beyond that, refuse clearly. Files read
-# through Pillow stop earlier, at its decompression-bomb guard (about 89 MP).
-MAX_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -97,14 +92,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise OptionsError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
-
-
-def _check_size(width: int, height: int) -> None:
-    if width * height > MAX_PIXELS:
-        raise ImageError(
-            f"{width}x{height} is {width * height / 1e6:.1f} megapixels; this version handles at most "
-            f"{MAX_PIXELS / 1e6:.0f}"
-        )
 
 
 def _check_target(target_bpp: float | None, target_size: int | None, target_psnr: float | None = None) -> None:
@@ -181,7 +168,7 @@ class Codec:
         kinds = check_metadata_kinds(metadata)
         sources = [image if isinstance(image, SourceImage) else load_image(image, kinds) for image in images]
         for source in sources:
-            _check_size(source.width, source.height)
+            check_pixel_count(source.width, source.height)
         padded = [pad_to_block(source.rgb) for source in sources]
         if tune == "psnr":
             indices = [self.network.refined_indices(rgb, on_progress=on_progress) for rgb in padded]
@@ -365,7 +352,7 @@ class Codec:
             raise ModelError(
                 f"this version-3 file needs rank tables, which the loaded weights ({self.model.path.name}) lack"
             )
-        _check_size(header.width, header.height)
+        check_pixel_count(header.width, header.height)
         h16, w16 = -(-header.height // BLOCK), -(-header.width // BLOCK)
         coarse_mask, medium_mask = _MASK_CODINGS[sections.rank_coded].unpack(sections.masks, h16, w16)
         fine_mask = GranularityPlan(coarse=coarse_mask, medium=medium_mask).fine

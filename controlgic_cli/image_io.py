@@ -61,6 +61,22 @@ class SourceImage:
         return self.rgb.shape[0]
 
 
+# The network runs in tiles (tiling.py), but the image, its index maps and the
+# planner's per-patch statistics are still whole-image arrays, and a 100 MP
+# photo takes minutes on a laptop CPU; beyond that, refuse clearly.
+MAX_PIXELS = 100_000_000
+
+
+def check_pixel_count(width: int, height: int, name: str | None = None) -> None:
+    """ImageError for an image (to encode or to decode) larger than MAX_PIXELS."""
+    if width * height > MAX_PIXELS:
+        prefix = f"{name}: " if name else ""
+        raise ImageError(
+            f"{prefix}{width}x{height} is {width * height / 1e6:.1f} megapixels; this version handles at most "
+            f"{MAX_PIXELS / 1e6:.0f}"
+        )
+
+
 # torch tensors are accepted too ((C, H, W) float in [0, 1] or uint8), without importing torch here.
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
@@ -83,8 +99,11 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
     heif_reader = _register_heif()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow only warns between its limit (about 89 MP) and twice it; cgic's own limit,
+            # checked before any pixel is decoded, is what stops a large image here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(stream) as im:
+                check_pixel_count(im.width, im.height, name)
                 return _from_pil(im, name, metadata)
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
@@ -94,8 +113,8 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
         if not heif_reader and _looks_like_heif(source):
             raise ImageError(f'{name}: HEIC/HEIF images need pillow-heif (pip install "cgic[heif]")') from None
         raise ImageError(f"{name}: not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: image is too large (over {Image.MAX_IMAGE_PIXELS} pixels)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: image is too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"{name}: cannot read image ({exc})") from None
 

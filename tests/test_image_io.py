@@ -8,8 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFile
 
+from controlgic_cli import image_io
 from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
 from controlgic_cli.errors import ImageError
 from controlgic_cli.image_io import encode_image_file, load_image, to_pil
@@ -427,9 +428,20 @@ def test_truncated_files_are_image_errors(tmp_path, fmt):
 
 def test_decompression_bomb_is_an_image_error(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    for size in ((40, 40), (64, 64)):  # over the warning limit, and over twice it (Pillow's error)
-        with pytest.raises(ImageError, match="too large"):
-            load_image(encoded(Image.new("RGB", size)))
+    # Over Pillow's warning limit: read (cgic's own limit decides); over twice it: Pillow's error.
+    assert load_image(encoded(Image.new("RGB", (40, 40)))).rgb.shape == (40, 40, 3)
+    with pytest.raises(ImageError, match="too large"):
+        load_image(encoded(Image.new("RGB", (64, 64))))
+
+
+def test_images_over_the_pixel_limit_are_refused_before_their_pixels_are_read(monkeypatch):
+    monkeypatch.setattr(image_io, "MAX_PIXELS", 1000)
+    data = encoded(Image.new("RGB", (40, 30)))
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append(im))
+    with pytest.raises(ImageError, match="40x30 is .* megapixels; this version handles at most"):
+        load_image(data)
+    assert decoded == []
 
 
 # ---------------------------------------------------------------------------

@@ -8,11 +8,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controlgic_cli import api
 from controlgic_cli.api import Codec
 from controlgic_cli.container import COLOUR_RGB, CgicHeader, CgicSections, pack_file
 from controlgic_cli.entropy_coder import pack_masks
 from controlgic_cli.errors import ImageError
+from controlgic_cli.image_io import MAX_PIXELS
 from controlgic_cli.model import ControlGIC, MaskSet, ModelConfig
 from controlgic_cli.tiling import DEFAULT_TILES, TileSpec, plan_tiles, split_axis
 
@@ -126,4 +126,4 @@ def test_files_claiming_too_many_pixels_are_refused_before_decoding(tiny_weights
     data = pack_file(header, CgicSections(masks, b"", b"", b""))
     with pytest.raises(ImageError, match="megapixels"):
         codec.decode_array(data)
-    assert side * side > api.MAX_PIXELS
+    assert side * side > MAX_PIXELS
