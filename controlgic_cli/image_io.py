@@ -149,6 +149,8 @@ def list_image_files(folder: str | Path) -> list[Path]:
 
 def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceImage:
     notes = []
+    if im.format == "CGIC":  # pillow_plugin.FORMAT, when the plugin is registered
+        notes.append(f"{name}: already a .cgic file: decoded and coded again, losing detail (to read it: cgic decode)")
     if getattr(im, "n_frames", 1) > 1:
         notes.append(f"{name}: animated image with {im.n_frames} frames, only the first frame is coded")
         im.seek(0)

@@ -343,3 +343,12 @@ def test_the_tune_psnr_bar_draws_on_a_terminal_and_clears_itself(monkeypatch):
     advance(6, 6)
     assert "6/6" in terminal.getvalue()
     assert terminal.getvalue().endswith("\r") or terminal.getvalue().endswith("\x1b[A"), "closed without leaving a line"
+
+
+def test_encoding_a_cgic_file_warns_that_it_is_coded_again(tmp_path, tiny_weights, monkeypatch):
+    monkeypatch.setenv("CGIC_WEIGHTS", str(tiny_weights))  # what the Pillow plugin decodes with
+    src = save_png(tmp_path / "in.png", synthetic_photo(32, 48))
+    assert run(["encode", src]).exit_code == 0
+    result = run(["encode", tmp_path / "in.cgic", "-o", tmp_path / "again.cgic"])
+    assert result.exit_code == 0
+    assert "already a .cgic file" in result.stderr and "cgic decode" in result.stderr
