@@ -62,9 +62,11 @@ class SourceImage:
 
 
 # The network runs in tiles (tiling.py), but the image, its index maps and the
-# planner's per-patch statistics are still whole-image arrays, and a 100 MP
-# photo takes minutes on a laptop CPU; beyond that, refuse clearly.
-MAX_PIXELS = 100_000_000
+# planner's per-patch statistics are still whole-image arrays: a 101.8 MP
+# photo (11648x8736, the 100 MP medium-format cameras) peaked at 3,284 MB and took
+# 11 minutes to encode on two cores (docs/robustness.md). 120 MP keeps those
+# cameras in and the peak near 4 GB; beyond that, refuse clearly.
+MAX_PIXELS = 120_000_000
 
 
 def check_pixel_count(width: int, height: int, name: str | None = None) -> None:
