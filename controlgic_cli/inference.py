@@ -28,6 +28,10 @@ class TiledNetwork:
         self.device = device
         self.tiles = tiles
 
+    def with_tiles(self, tiles: TileSpec) -> TiledNetwork:
+        """The same network run in other tiles."""
+        return TiledNetwork(self.network, self.device, tiles)
+
     def encode_indices(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8 (H, W, 3), sides multiples of 16 -> int64 indices (fine H/4, medium H/8, coarse H/16)."""
         height, width = rgb.shape[:2]
