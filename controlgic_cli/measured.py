@@ -65,9 +65,8 @@ def measured_scores(
     """Distortion gains of every 16x16 (coarse -> medium) and 8x8 (medium -> fine) patch of a padded image."""
     height, width = rgb.shape[:2]
     coarse_shape, medium_shape = (height // 16, width // 16), (height // 8, width // 8)
-    network = network.with_tiles(
-        TileSpec(min(PLANNER_TILES.core, network.tiles.core), min(PLANNER_TILES.margin, network.tiles.margin))
-    )
+    if network.tiles.core >= PLANNER_TILES.core:  # a codec given smaller tiles (to bound memory) keeps its own
+        network = network.with_tiles(PLANNER_TILES)
     decoded = {
         level: network.decode(indices, np.full(coarse_shape, coarse), np.full(medium_shape, medium))
         for level, coarse, medium in (("coarse", True, False), ("medium", False, True), ("fine", False, False))
