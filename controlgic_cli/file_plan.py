@@ -86,8 +86,7 @@ def plan_tasks(
     tasks = [FileTask(source, _batch_target(source, name, output, out_suffix)) for source, name in found]
     _refuse_clashes(tasks)
     if output is not None:
-        Path(output).mkdir(parents=True, exist_ok=True)
-        for folder in sorted({Path(task.target).parent for task in tasks}):
+        for folder in sorted({Path(output), *(Path(task.target).parent for task in tasks)}):
             folder.mkdir(parents=True, exist_ok=True)
     return FilePlan(tasks, notes)
 
