@@ -23,7 +23,7 @@ from pathlib import Path, PurePath
 
 from .batch import FileTask
 from .errors import OptionsError
-from .fileio import STDIO
+from .fileio import STDIO, folder_files
 
 
 @dataclass
@@ -51,8 +51,8 @@ def _list_inputs(
         path = Path(item)
         if item != STDIO and path.is_dir():
             batch = True
-            files = _folder_files(path, suffixes, recursive)
-            found.extend((str(file), relative.with_suffix("")) for file, relative in files)
+            files = folder_files(path, suffixes, recursive)
+            found.extend((str(file), file.relative_to(path).with_suffix("")) for file in files)
             if not files:
                 notes.append(_empty_folder_note(path, suffixes, recursive))
         else:
@@ -89,18 +89,6 @@ def plan_tasks(
         for folder in sorted({Path(output), *(Path(task.target).parent for task in tasks)}):
             folder.mkdir(parents=True, exist_ok=True)
     return FilePlan(tasks, notes)
-
-
-def _folder_files(folder: Path, suffixes: set[str], recursive: bool) -> list[tuple[Path, PurePath]]:
-    """(file, path below folder) of the matching, non-hidden files, in name order, subfolders' after each level's."""
-    files = []
-    for top, subfolders, names in os.walk(folder, followlinks=False):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if recursive else []
-        for name in sorted(names):
-            path = Path(top) / name
-            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
-                files.append((path, path.relative_to(folder)))
-    return files
 
 
 def _empty_folder_note(folder: Path, suffixes: set[str], recursive: bool) -> str:

@@ -1,4 +1,5 @@
-"""Writing output files so a user's file is never half-written or clobbered.
+"""Files in and out: listing a folder's inputs, reading a file or stdin, and
+writing outputs so a user's file is never half-written or clobbered.
 
 Data goes to a hidden temporary file in the destination folder and is moved
 into place only when complete. Without overwrite, the move is a hard link,
@@ -15,6 +16,23 @@ import tempfile
 from pathlib import Path
 
 STDIO = "-"
+
+
+def folder_files(folder: str | Path, suffixes: set[str], recursive: bool = False) -> list[Path]:
+    """The files in `folder` with one of `suffixes` (lower case), in name order; with `recursive`, then
+    those of its subfolders, walked in name order without following links.
+
+    Hidden files and folders (names starting with ".") are left out: `._IMG_0001.jpg`
+    files are macOS resource forks, not photos.
+    """
+    files = []
+    for top, subfolders, names in os.walk(folder, followlinks=False):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if recursive else []
+        for name in sorted(names):
+            path = Path(top) / name
+            if not name.startswith(".") and path.suffix.lower() in suffixes and path.is_file():
+                files.append(path)
+    return files
 
 
 def read_source(source: str) -> bytes:

@@ -30,6 +30,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, ImageMetadata
 from .errors import ImageError
+from .fileio import folder_files
 from .metadata import METADATA_KINDS, read_metadata, save_options
 
 # Files a folder input contributes (cgic encode DIR, training, benchmarks).
@@ -145,8 +146,8 @@ def _looks_like_heif(source: str | Path | bytes) -> bool:
 
 
 def list_image_files(folder: str | Path) -> list[Path]:
-    """The image files directly in `folder`, by suffix, in name order."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files directly in `folder`, by suffix, in name order (hidden ones left out)."""
+    return folder_files(folder, IMAGE_SUFFIXES)
 
 
 def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceImage:
