@@ -157,7 +157,8 @@ class Codec:
         closer to the image, at about the same size (refine.py; seconds per image).
         metadata: the kinds the files keep, some of "icc", "exif", "xmp" (or
         "all"; metadata.py), for images not loaded yet.
-        on_progress(done, total): called as the "psnr" search advances, per image.
+        on_progress(done, total): called as the "psnr" search advances, then
+        (counting from 0 again) as the measured planner's passes do, per image.
         planner "measured" scores patches by decoding every granularity (three
         decoder passes); "entropy" by the paper's patch entropy (none).
         """
@@ -175,14 +176,16 @@ class Codec:
         else:
             indices = self.network.encode_indices_many(padded)
         return [
-            Analysis(source, self._scores(rgb, maps, planner), maps)
+            Analysis(source, self._scores(rgb, maps, planner, on_progress), maps)
             for source, rgb, maps in zip(sources, padded, indices, strict=True)
         ]
 
-    def _scores(self, rgb: np.ndarray, indices: tuple[np.ndarray, np.ndarray, np.ndarray], planner: str) -> PatchScores:
+    def _scores(
+        self, rgb: np.ndarray, indices: tuple[np.ndarray, np.ndarray, np.ndarray], planner: str, on_progress=None
+    ) -> PatchScores:
         if planner == "entropy":
             return patch_entropy(rgb)
-        return measured_scores(self.network, rgb, indices)
+        return measured_scores(self.network, rgb, indices, on_progress)
 
     def plan(self, analysis: Analysis, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
         return plan_from_scores(analysis.scores, ratios_ppm)

@@ -49,8 +49,9 @@ class EncodeSettings:
     planner: str = DEFAULT_PLANNER  # or "entropy": Codec.analyse_many
     metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
     target_psnr: float | None = None  # dB on the decoded image: Codec.encode_to_target
-    # (done, total) as a --tune psnr search advances (local runs only: it does not travel to workers).
-    refine_progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+    # (done, total) as a --tune psnr search, then the measured planner's passes, advance
+    # (Codec.analyse_many; local runs only: it does not travel to workers).
+    progress: Callable[[int, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
     began = time.perf_counter()
     try:
         analyses = _codec(settings).analyse_many(
-            sources, settings.tune, on_progress=settings.refine_progress, planner=settings.planner
+            sources, settings.tune, on_progress=settings.progress, planner=settings.planner
         )
     except (CgicError, OSError):
         analyses = [None] * len(sources)
@@ -159,7 +160,7 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
 
 
 def _analyse_alone(codec, source: SourceImage, settings: EncodeSettings):
-    return codec.analyse(source, settings.tune, on_progress=settings.refine_progress, planner=settings.planner)
+    return codec.analyse(source, settings.tune, on_progress=settings.progress, planner=settings.planner)
 
 
 def _write_one(

@@ -303,8 +303,8 @@ def encode(
         target_psnr=target_psnr,
         planner=planner,
     )
-    if tune == "psnr" and engine != "dask" and len(tasks) == 1 and not reporter.quiet:
-        settings = dataclasses.replace(settings, refine_progress=_refine_bar())
+    if engine != "dask" and len(tasks) == 1 and not reporter.quiet:
+        settings = dataclasses.replace(settings, progress=_progress_bar())
     dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
     try:
@@ -324,24 +324,26 @@ def encode(
         sys.exit(1)
 
 
-def _refine_bar():
-    """A progress callback drawing a bar on stderr (when it is a terminal) for one file's --tune psnr search.
+def _progress_bar():
+    """A progress callback drawing a bar on stderr (when it is a terminal) for one file's long passes.
 
-    The search takes minutes on a large photo; the bar goes away when it ends,
-    before the file's summary line.
+    The --tune psnr search and the measured planner take minutes on a large
+    photo. Each phase counts from 0 again and gets its own bar; a bar shows
+    only once its phase has run for a second (a Kodak-sized encode shows
+    none) and goes away when it ends, before the file's summary line.
     """
     from tqdm import tqdm
 
-    bars = []  # made at the first call, so a file that fails earlier leaves no empty bar behind
+    bars = []  # made at a phase's first call, so a file that fails earlier leaves no empty bar behind
 
     def advance(done: int, total: int) -> None:
-        if not bars:
-            # Searches are seconds apart: draw every one (mininterval 0) rather than tqdm's throttled few.
-            options = {"file": sys.stderr, "disable": None, "leave": False, "mininterval": 0}
-            bars.append(tqdm(total=total, desc="tune psnr", unit="search", **options))
-        bars[0].update(done - bars[0].n)
+        if not bars or done <= bars[-1].n:
+            # Steps are seconds apart on a large photo: draw every one (mininterval 0).
+            options = {"file": sys.stderr, "disable": None, "leave": False, "mininterval": 0, "delay": 1.0}
+            bars.append(tqdm(total=total, desc="encoding", unit="step", **options))
+        bars[-1].update(done - bars[-1].n)
         if done == total:
-            bars[0].close()
+            bars[-1].close()
 
     return advance
 

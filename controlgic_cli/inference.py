@@ -88,8 +88,12 @@ class TiledNetwork:
         indices: tuple[np.ndarray, np.ndarray, np.ndarray],
         coarse_mask: np.ndarray,
         medium_mask: np.ndarray,
+        on_tile: Callable[[], None] | None = None,
     ) -> np.ndarray:
-        """Index maps (unsent cells may hold anything) and bool masks -> uint8 (H, W, 3) of the padded image."""
+        """Index maps (unsent cells may hold anything) and bool masks -> uint8 (H, W, 3) of the padded image.
+
+        on_tile() is called after each tile (progress on a large photo).
+        """
         height, width = (s * COARSE_STRIDE for s in coarse_mask.shape)
         rgb = np.empty((height, width, 3), np.uint8)
         for tile in plan_tiles(height, width, self.tiles):
@@ -104,14 +108,19 @@ class TiledNetwork:
             x_hat = self.network.decode_indices(Indices(*maps), masks)[0]
             part = x_hat.float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             rgb[tile.core.scaled(1)] = part[tile.core.within(tile.context, 1)]
+            if on_tile is not None:
+                on_tile()
         return rgb
 
-    def feature_distances(self, source: np.ndarray, decoded: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def feature_distances(
+        self, source: np.ndarray, decoded: list[np.ndarray], on_tile: Callable[[], None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each decoded image, how far the encoder's features of it are from the source's: float64 (H/4, H/8) maps.
 
         LPIPS's recipe with cgic's own encoder in place of an ImageNet network:
         features unit-normalised over channels at every position, squared
         differences summed over channels. Images are padded uint8 (H, W, 3).
+        on_tile() is called after each tile.
         """
         height, width = source.shape[:2]
         strides = (FINE_STRIDE, MEDIUM_STRIDE)
@@ -125,6 +134,8 @@ class TiledNetwork:
                         distance = (mine - theirs).square().sum(dim=1)[0]
                         core = distance[tile.core.within(tile.context, stride)]
                         full[tile.core.scaled(stride)] = core.double().cpu().numpy()
+                if on_tile is not None:
+                    on_tile()
         return maps
 
     def _unit_features(self, rgb: np.ndarray) -> list[torch.Tensor]:

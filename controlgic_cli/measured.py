@@ -31,11 +31,13 @@ scores are an encoder choice that files do not record.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .inference import TiledNetwork
 from .planner import PatchScores
-from .tiling import TileSpec
+from .tiling import TileSpec, plan_tiles
 
 # Weight of the local-contrast difference against squared error (sum over RGB,
 # 0-255). 190-200 balances the two terms' coarse-to-fine falls on Kodak (their
@@ -60,15 +62,22 @@ PLANNER_TILES = TileSpec(core=1024, margin=64)
 
 
 def measured_scores(
-    network: TiledNetwork, rgb: np.ndarray, indices: tuple[np.ndarray, np.ndarray, np.ndarray]
+    network: TiledNetwork,
+    rgb: np.ndarray,
+    indices: tuple[np.ndarray, np.ndarray, np.ndarray],
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PatchScores:
-    """Distortion gains of every 16x16 (coarse -> medium) and 8x8 (medium -> fine) patch of a padded image."""
+    """Distortion gains of every 16x16 (coarse -> medium) and 8x8 (medium -> fine) patch of a padded image.
+
+    on_progress(done, total) follows the tiles of the three decodes and of the feature pass.
+    """
     height, width = rgb.shape[:2]
     coarse_shape, medium_shape = (height // 16, width // 16), (height // 8, width // 8)
     if network.tiles.core >= PLANNER_TILES.core:  # a codec given smaller tiles (to bound memory) keeps its own
         network = network.with_tiles(PLANNER_TILES)
+    tile_done = _counter(on_progress, 4 * len(plan_tiles(height, width, network.tiles)))
     decoded = {
-        level: network.decode(indices, np.full(coarse_shape, coarse), np.full(medium_shape, medium))
+        level: network.decode(indices, np.full(coarse_shape, coarse), np.full(medium_shape, medium), tile_done)
         for level, coarse, medium in (("coarse", True, False), ("medium", False, True), ("fine", False, False))
     }
     sums8 = {level: np.empty(medium_shape, np.float64) for level in decoded}
@@ -86,13 +95,27 @@ def measured_scores(
             distortion += np.float32(TEXTURE_WEIGHT) * np.abs(local_contrast(band)[inner] - source_contrast)
             sums8[level][top // 8 : bottom // 8] = cell_sums(distortion, 8)
     fine_weight, medium_weight = FEATURE_WEIGHTS
-    distances = network.feature_distances(rgb, list(decoded.values()))
+    distances = network.feature_distances(rgb, list(decoded.values()), tile_done)
     for level, (at_fine, at_medium) in zip(decoded, distances, strict=True):
         sums8[level] += fine_weight * cell_sums(at_fine, 2) + medium_weight * at_medium
     sums16 = {level: cell_sums(sums, 2) for level, sums in sums8.items()}
     fine_gain = sums8["medium"] - sums8["fine"]
     release = release_scores(sums16["coarse"] - sums16["medium"], fine_gain)
     return PatchScores(medium=fine_gain.astype(np.float32), coarse=release.astype(np.float32), fine_margin=0.0)
+
+
+def _counter(on_progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None] | None:
+    """A callback that counts calls and reports each to on_progress as (done, total)."""
+    if on_progress is None:
+        return None
+    done = 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        on_progress(done, total)
+
+    return step
 
 
 def release_scores(coarse_gain: np.ndarray, fine_gain: np.ndarray) -> np.ndarray:

@@ -326,24 +326,35 @@ def test_eval_jpeg_xl_when_the_plugin_is_installed(tmp_path, tiny_weights, monke
     assert summary["results"]["bpp"][0] == pytest.approx(1.0, abs=0.3)
 
 
-def test_the_tune_psnr_bar_draws_on_a_terminal_and_clears_itself(monkeypatch):
+def test_the_progress_bar_draws_on_a_terminal_once_a_phase_is_slow_and_clears_itself(monkeypatch):
     import io
 
-    from controlgic_cli.cli import _refine_bar
+    from controlgic_cli.cli import _progress_bar
 
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
+    clock = [1000.0]
+    monkeypatch.setattr("tqdm.std.time", lambda: clock[0])  # tqdm's own clock, for its 1 s delay
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    advance = _refine_bar()
+    advance = _progress_bar()
     assert terminal.getvalue() == "", "no bar before the search starts"
     advance(1, 6)
-    assert "tune psnr" in terminal.getvalue() and "1/6" in terminal.getvalue()
+    assert terminal.getvalue() == "", "no bar in a phase's first second"
+    clock[0] += 2
+    advance(2, 6)
+    assert "encoding" in terminal.getvalue() and "2/6" in terminal.getvalue()
     advance(6, 6)
     assert "6/6" in terminal.getvalue()
     assert terminal.getvalue().endswith("\r") or terminal.getvalue().endswith("\x1b[A"), "closed without leaving a line"
+    # The next phase counts from 0 again, on a bar of its own.
+    drawn = len(terminal.getvalue())
+    advance(1, 4)
+    clock[0] += 2
+    advance(2, 4)
+    assert "2/4" in terminal.getvalue()[drawn:]
 
 
 def test_encoding_a_cgic_file_warns_that_it_is_coded_again(tmp_path, tiny_weights, monkeypatch):

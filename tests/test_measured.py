@@ -153,6 +153,13 @@ def test_planner_tiles_change_speed_not_scores_and_smaller_codec_tiles_are_kept(
     assert used == [TileSpec(core=32, margin=192)]
 
 
+def test_progress_counts_every_tile_of_the_three_decodes_and_the_feature_pass(codec, monkeypatch):
+    monkeypatch.setattr("controlgic_cli.measured.PLANNER_TILES", TileSpec(core=32, margin=32))
+    calls = []
+    codec.analyse(synthetic_photo(48, 64, seed=3), on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(done, 4 * 4) for done in range(1, 17)]  # 2 x 2 tiles of 32 px, four passes each
+
+
 @pytest.mark.parametrize("ratios", [(0.3, 0.6, 0.1), (0, 0.5, 0.5), (0.9, 0.1, 0), (1, 0, 0), (0, 0, 1)])
 def test_measured_plans_keep_the_exact_token_counts(codec, ratios):
     analysis = codec.analyse(synthetic_photo(48, 80, seed=2), planner="measured")

@@ -131,11 +131,16 @@ def test_the_search_reports_its_progress_per_tile_and_granularity(tiny_weights):
     codec = Codec(tiny_weights, device="cpu")
     calls = []
     codec.analyse(
-        synthetic_photo(48, 64, seed=3), tune="psnr", on_progress=lambda done, total: calls.append((done, total))
+        synthetic_photo(48, 64, seed=3),
+        tune="psnr",
+        planner="entropy",
+        on_progress=lambda done, total: calls.append((done, total)),
     )
     assert calls == [(done, 3) for done in (1, 2, 3)]  # one tile, three granularities
-    codec.analyse(synthetic_photo(48, 64, seed=3), on_progress=lambda done, total: calls.append((done, total)))
-    assert len(calls) == 3, "the perceptual tune has no search to report"
+    codec.analyse(
+        synthetic_photo(48, 64, seed=3), planner="entropy", on_progress=lambda done, total: calls.append((done, total))
+    )
+    assert len(calls) == 3, "the perceptual tune has no search to report, the entropy planner no passes"
 
 
 def test_a_single_file_batch_passes_the_progress_callback_through(tmp_path, tiny_weights):
@@ -146,7 +151,8 @@ def test_a_single_file_batch_passes_the_progress_callback_through(tmp_path, tiny
     Image.fromarray(synthetic_photo(32, 48)).save(tmp_path / "in.png")
     calls = []
     settings = EncodeSettings(weights=str(tiny_weights), device="cpu", tune="psnr")
-    settings = dataclasses.replace(settings, refine_progress=lambda done, total: calls.append((done, total)))
+    settings = dataclasses.replace(settings, progress=lambda done, total: calls.append((done, total)))
     task = FileTask(str(tmp_path / "in.png"), str(tmp_path / "in.cgic"))
     (outcome,) = encode_files([(task, None)], settings)
-    assert outcome.ok and calls[-1] == (3, 3)
+    # The search's three steps, then the measured planner's: three decodes and a feature pass of one tile.
+    assert outcome.ok and calls == [(1, 3), (2, 3), (3, 3), (1, 4), (2, 4), (3, 4), (4, 4)]
