@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .batch import FileOutcome, FileTask, error_text
+from .batch import FileOutcome, FileTask, error_text, skipped
 from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, parse_file
 from .errors import CgicError, OptionsError
 from .file_plan import FilePlan, plan_tasks
@@ -84,6 +84,14 @@ class Reporter:
     def record(self, record: dict) -> None:
         if self.as_json:
             click.echo(json.dumps(record), err=self.stdout_is_data)
+
+
+skip_existing_option = click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Leave inputs whose output already exists (outputs are written atomically, so they are complete): "
+    "resumes an interrupted batch.",
+)
 
 
 def common_options(func):
@@ -209,12 +217,7 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     "to the pixels either way.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
-@click.option(
-    "--skip-existing",
-    is_flag=True,
-    help="Leave inputs whose output already exists (outputs are written atomically, so they are complete): "
-    "resumes an interrupted batch.",
-)
+@skip_existing_option
 @click.option(
     "--manifest",
     type=click.Path(dir_okay=False),
@@ -387,8 +390,8 @@ def _report_outcomes(
         if manifest_file is not None:
             manifest_file.close()
     if batch:
-        skipped = f" ({skips} skipped, output exists)" if skips else ""
-        reporter.line(f"{total - failures} of {total} files done{skipped}, {failures} failed")
+        skip_note = f" ({skips} skipped, output exists)" if skips else ""
+        reporter.line(f"{total - failures} of {total} files done{skip_note}, {failures} failed")
     if failures:
         sys.exit(1)
 
@@ -434,12 +437,15 @@ def _encode_summary(outcome, verbose: bool) -> str:
     help="Directory inputs: take the .cgic files in their subfolders too; outputs keep the subfolder paths.",
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
+@skip_existing_option
 @model_options
 @common_options
-def decode(inputs, output, recursive, force, weights, device, verbose, quiet, as_json) -> None:
+def decode(inputs, output, recursive, force, skip_existing, weights, device, verbose, quiet, as_json) -> None:
     """Decode .cgic files (or '-' for stdin) to PNG."""
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
+    if force and skip_existing:
+        raise click.UsageError("-f and --skip-existing are opposites: give one")
     file_plan = _plan_jobs(inputs, output, {".cgic"}, ".png", recursive)
     jobs = file_plan.tasks
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
@@ -450,6 +456,8 @@ def decode(inputs, output, recursive, force, weights, device, verbose, quiet, as
     def decode_one(task: FileTask) -> FileOutcome:
         from .image_io import encode_image_file
 
+        if skip_existing and task.target != STDIO and Path(task.target).exists():
+            return skipped(task)
         started = time.perf_counter()
         try:
             check_target(task.target, force)

@@ -105,6 +105,23 @@ def test_cli_round_trip_of_a_tree(tmp_path, tiny_weights):
     assert Image.open(tmp_path / "back" / "2024" / "06" / "deep.png").size == (40, 24)
 
 
+def test_cli_decode_skip_existing_resumes_a_tree(tmp_path, tiny_weights):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for name, seed in (("a.png", 0), ("sub/b.png", 1)):
+        Image.fromarray(synthetic_photo(24, 40, seed=seed)).save(photos / name)
+    assert run(["encode", photos, "-R", "--weights", tiny_weights]).exit_code == 0
+    back = tmp_path / "back"
+    (back / "sub").mkdir(parents=True)
+    (back / "sub" / "b.png").write_bytes(b"finished earlier")
+    result = run(["decode", photos, "-R", "-o", back, "--skip-existing", "--weights", tiny_weights])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 files done (1 skipped, output exists)" in result.stderr
+    assert (back / "sub" / "b.png").read_bytes() == b"finished earlier"
+    assert Image.open(back / "a.png").size == (40, 24)
+    assert run(["decode", photos, "-f", "--skip-existing", "--weights", tiny_weights]).exit_code == 2
+
+
 def test_cli_clash_is_a_usage_error_that_writes_nothing(tmp_path, tiny_weights):
     photos = tmp_path / "photos"
     photos.mkdir()
