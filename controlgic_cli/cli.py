@@ -438,17 +438,24 @@ def _encode_summary(outcome, verbose: bool) -> str:
 )
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @skip_existing_option
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Files in flight at once (threads sharing the cores).  [default: one per CPU core]",
+)
 @model_options
 @common_options
-def decode(inputs, output, recursive, force, skip_existing, weights, device, verbose, quiet, as_json) -> None:
+def decode(inputs, output, recursive, force, skip_existing, jobs, weights, device, verbose, quiet, as_json) -> None:
     """Decode .cgic files (or '-' for stdin) to PNG."""
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
     if force and skip_existing:
         raise click.UsageError("-f and --skip-existing are opposites: give one")
     file_plan = _plan_jobs(inputs, output, {".cgic"}, ".png", recursive)
-    jobs = file_plan.tasks
-    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(j.target == STDIO for j in jobs))
+    tasks = file_plan.tasks
+    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
     for note in file_plan.notes:
         reporter.warn(note)
     codec = _load_codec(weights, device, reporter)
@@ -475,7 +482,12 @@ def decode(inputs, output, recursive, force, skip_existing, weights, device, ver
         }
         return FileOutcome(task, ok=True, record=record)
 
-    _report_outcomes(map(decode_one, jobs), len(jobs), reporter, _decode_summary, verbose=verbose)
+    from .batch import default_jobs, run_ordered
+
+    # Threads overlap one file's decoder pass with another's PNG writing: 24 Kodak files decoded
+    # in 8.5-9.0 s on two threads against 12.5-13.2 s one at a time (session 11, two cores).
+    outcomes = run_ordered(decode_one, tasks, jobs or default_jobs())
+    _report_outcomes(outcomes, len(tasks), reporter, _decode_summary, verbose=verbose)
 
 
 @main.command()

@@ -369,3 +369,20 @@ def test_encoding_a_cgic_file_warns_that_it_is_coded_again(tmp_path, tiny_weight
         get_codec.cache_clear()
     assert result.exit_code == 0
     assert "already a .cgic file" in result.stderr and "cgic decode" in result.stderr
+
+
+def test_decoding_a_folder_on_two_threads_writes_what_one_thread_writes(tmp_path, tiny_weights):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(4):
+        save_png(src / f"img{i}.png", synthetic_photo(24 + 8 * i, 40, seed=i))
+    assert run(["encode", src, "-o", tmp_path / "coded", "--weights", tiny_weights]).exit_code == 0
+    lines = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        result = run(["decode", tmp_path / "coded", "-o", out, "-j", jobs, "--weights", tiny_weights])
+        assert result.exit_code == 0, result.output
+        lines[jobs] = [line.split(" -> ")[0] for line in result.stderr.splitlines()[:-1]]
+    assert lines[1] == lines[2] == [str(tmp_path / "coded" / f"img{i}.cgic") for i in range(4)]  # input order
+    for i in range(4):
+        assert (tmp_path / "out1" / f"img{i}.png").read_bytes() == (tmp_path / "out2" / f"img{i}.png").read_bytes()
