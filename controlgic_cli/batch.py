@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .errors import CgicError
 from .fileio import STDIO, check_target, read_source, write_target
-from .image_io import SourceImage, load_image
+from .image_io import SourceImage, encode_image_file, load_image
 from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
 from .ratios import NAMES as GRANULARITY_NAMES
@@ -105,6 +105,35 @@ def error_text(exc: Exception) -> str:
     return str(exc)
 
 
+def finished_earlier(task: FileTask, skip_existing: bool) -> bool:
+    """With skip_existing, whether the task's output exists: outputs appear only when complete
+    (atomic writes), so an existing one is a finished one."""
+    return skip_existing and task.target != STDIO and os.path.exists(task.target)
+
+
+def decode_file(task: FileTask, codec, overwrite: bool = False, skip_existing: bool = False) -> FileOutcome:
+    """Read, decode and atomically write one .cgic file (image format from the target's suffix); never raises
+    for bad input or I/O trouble."""
+    if finished_earlier(task, skip_existing):
+        return skipped(task)
+    started = time.perf_counter()
+    try:
+        check_target(task.target, overwrite)
+        image = codec.decode(read_source(task.source))
+        write_target(task.target, encode_image_file(image, task.target), overwrite)
+    except (CgicError, OSError) as exc:
+        return FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
+    record = {
+        "input": task.source,
+        "output": task.target,
+        "width": image.width,
+        "height": image.height,
+        "mode": image.mode,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return FileOutcome(task, ok=True, record=record)
+
+
 def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = None) -> FileOutcome:
     """Read, encode and atomically write one file; never raises for bad input or I/O trouble.
 
@@ -124,8 +153,7 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
     loaded = []  # (position, SourceImage, seconds spent on it alone)
     for position, (task, _) in enumerate(items):
         began = time.perf_counter()
-        if settings.skip_existing and task.target != STDIO and os.path.exists(task.target):
-            # Outputs appear only when complete (atomic writes), so an existing one is a finished one.
+        if finished_earlier(task, settings.skip_existing):
             outcomes[position] = skipped(task)
             continue
         try:
