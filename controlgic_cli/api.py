@@ -20,7 +20,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .container import CgicHeader, CgicSections, ImageMetadata, pack_file, pack_metadata, parse_file, read_header
+from .alpha_coding import pack_alpha, unpack_alpha
+from .container import (
+    CgicHeader,
+    CgicSections,
+    ImageMetadata,
+    pack_alpha_record,
+    pack_file,
+    pack_metadata,
+    parse_file,
+    read_header,
+)
 from .errors import ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, check_pixel_count, load_image, to_pil
 from .index_coding import NeighbourRankCoding, UsageCoding
@@ -30,10 +40,11 @@ from .measured import measured_scores
 from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
 from .model.weights import LoadedModel, load_weights
-from .planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores
+from .planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores, weight_by_visibility
 from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_quality, choose_for_size, rate_path
 from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
 from .tiling import DEFAULT_TILES, TileSpec
+from .transparency import fill_invisible
 from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
 BLOCK = 16
@@ -66,19 +77,25 @@ class Analysis:
     source: SourceImage
     scores: PatchScores  # what the planner and rate control order patches by
     indices: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine (H/4, W/4), medium, coarse
+    alpha: bytes = b""  # the coded alpha plane (alpha_coding.py); empty for an opaque image
 
 
 # Version 3 files group their mask bits; versions 1 and 2 send them plain. Both are stateless.
 _MASK_CODINGS = {False: BitMasks(), True: GroupedMasks()}
 
 
-def pad_to_block(rgb: np.ndarray) -> np.ndarray:
-    """Replicate the last row/column up to a multiple of 16 (cropped off again after decoding)."""
-    height, width = rgb.shape[:2]
+def pad_to_block(image: np.ndarray) -> np.ndarray:
+    """Replicate the last row/column of an (H, W, ...) array up to a multiple of 16 (cropped off after decoding)."""
+    height, width = image.shape[:2]
     pad_h, pad_w = -height % BLOCK, -width % BLOCK
     if pad_h == 0 and pad_w == 0:
-        return rgb
-    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        return image
+    return np.pad(image, ((0, pad_h), (0, pad_w)) + ((0, 0),) * (image.ndim - 2), mode="edge")
+
+
+def _coded_colour(source: SourceImage) -> np.ndarray:
+    """The colour the network codes: the source's, with a smooth fill where it is fully transparent."""
+    return source.rgb if source.alpha is None else fill_invisible(source.rgb, source.alpha)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -168,24 +185,41 @@ class Codec:
             raise OptionsError(f"unknown planner {planner!r} (use {' or '.join(PLANNERS)})")
         kinds = check_metadata_kinds(metadata)
         sources = [image if isinstance(image, SourceImage) else load_image(image, kinds) for image in images]
+        if not self.index_coding.rank_coded:  # alpha files are version 4, which is rank-coded
+            sources = [
+                source.without_alpha("these weights have no rank tables, which alpha files need") for source in sources
+            ]
         for source in sources:
             check_pixel_count(source.width, source.height)
-        padded = [pad_to_block(source.rgb) for source in sources]
+        padded = [pad_to_block(_coded_colour(source)) for source in sources]
         if tune == "psnr":
             indices = [self.network.refined_indices(rgb, on_progress=on_progress) for rgb in padded]
         else:
             indices = self.network.encode_indices_many(padded)
         return [
-            Analysis(source, self._scores(rgb, maps, planner, on_progress), maps)
+            Analysis(
+                source,
+                self._scores(rgb, maps, planner, source.alpha, on_progress),
+                maps,
+                pack_alpha(source.alpha) if source.alpha is not None else b"",
+            )
             for source, rgb, maps in zip(sources, padded, indices, strict=True)
         ]
 
     def _scores(
-        self, rgb: np.ndarray, indices: tuple[np.ndarray, np.ndarray, np.ndarray], planner: str, on_progress=None
+        self,
+        rgb: np.ndarray,
+        indices: tuple[np.ndarray, np.ndarray, np.ndarray],
+        planner: str,
+        alpha: np.ndarray | None = None,
+        on_progress=None,
     ) -> PatchScores:
         if planner == "entropy":
-            return patch_entropy(rgb)
-        return measured_scores(self.network, rgb, indices, on_progress)
+            scores = patch_entropy(rgb)
+        else:
+            scores = measured_scores(self.network, rgb, indices, on_progress)
+        # Transparent patches are seen less (not at all at alpha 0), so they get tokens last.
+        return scores if alpha is None else weight_by_visibility(scores, pad_to_block(alpha))
 
     def plan(self, analysis: Analysis, ratios_ppm: tuple[int, int, int]) -> GranularityPlan:
         return plan_from_scores(analysis.scores, ratios_ppm)
@@ -212,6 +246,7 @@ class Codec:
             coarse=coding.encode("coarse", coarse, plan.coarse),
             metadata=analysis.source.metadata,
             rank_coded=coding.rank_coded,
+            alpha=analysis.alpha,
         )
         source = analysis.source
         header = CgicHeader(
@@ -246,8 +281,8 @@ class Codec:
 
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
-        metadata_bytes = len(pack_metadata(analysis.source.metadata))
-        return rate_path(analysis.scores, analysis.indices, self.index_coding, self.mask_coding, metadata_bytes)
+        record_bytes = len(pack_alpha_record(analysis.alpha)) + len(pack_metadata(analysis.source.metadata))
+        return rate_path(analysis.scores, analysis.indices, self.index_coding, self.mask_coding, record_bytes)
 
     def encode_to_target(
         self,
@@ -290,13 +325,19 @@ class Codec:
         return self.encode_choice(analysis, path, choice)
 
     def _psnr_at(self, analysis: Analysis, path: RatePath, step: int) -> float:
-        """PSNR of what decoding the file at this step returns (grey sources as grey), against the source."""
+        """PSNR of what decoding the file at this step returns (grey sources as grey), against the source.
+
+        With transparency, over the pixels that are not fully transparent (the others are never seen).
+        """
         plan = path.plan(step)
         source = analysis.source
         rgb = self.network.decode(analysis.indices, plan.coarse, plan.medium)[: source.height, : source.width]
         decoded = np.asarray(to_pil(np.ascontiguousarray(rgb), source.colour_mode))
         if decoded.ndim == 2:
             decoded = np.repeat(decoded[..., None], 3, axis=2)  # a grey source's channels are equal too
+        if source.alpha is not None:
+            seen = source.alpha > 0
+            return psnr(source.rgb[seen][None], decoded[seen][None])
         return psnr(source.rgb, decoded)
 
     def encode_dataset(
@@ -335,11 +376,12 @@ class Codec:
 
     # ----- decoding -----------------------------------------------------------------
     def decode_array(self, data: bytes) -> tuple[np.ndarray, CgicHeader]:
-        """.cgic bytes -> uint8 (H, W, 3) and the header."""
-        rgb, header, _metadata = self._decode(data)
-        return rgb, header
+        """.cgic bytes -> uint8 (H, W, 3), or (H, W, 4) with alpha last for a file with transparency, and the header."""
+        rgb, alpha, header, _metadata = self._decode(data)
+        return (rgb if alpha is None else np.dstack([rgb, alpha])), header
 
-    def _decode(self, data: bytes) -> tuple[np.ndarray, CgicHeader, ImageMetadata]:
+    def _decode(self, data: bytes) -> tuple[np.ndarray, np.ndarray | None, CgicHeader, ImageMetadata]:
+        """.cgic bytes -> uint8 RGB (H, W, 3), the alpha plane (H, W) or None, the header and any metadata."""
         header, sections = parse_file(data)
         # Version 1 and 2 files name the weights without their rank tables, which they do not use.
         coding, loaded_id = (
@@ -367,18 +409,21 @@ class Codec:
                 ("coarse", coarse_mask, sections.coarse),
             )
         ]
+        # The alpha plane first: a damaged one fails before the network runs.
+        alpha = unpack_alpha(sections.alpha, header.width, header.height) if sections.alpha else None
         rgb = self.network.decode(tuple(maps), coarse_mask, medium_mask)
-        return np.ascontiguousarray(rgb[: header.height, : header.width]), header, sections.metadata
+        return np.ascontiguousarray(rgb[: header.height, : header.width]), alpha, header, sections.metadata
 
     def decode(self, data: bytes) -> Image.Image:
         """.cgic bytes -> PIL image; a kept profile, Exif and XMP are in its info, where Pillow's savers look."""
-        rgb, header, metadata = self._decode(data)
-        return attach(to_pil(rgb, header.colour_mode), metadata)
+        rgb, alpha, header, metadata = self._decode(data)
+        return attach(to_pil(rgb, header.colour_mode, alpha), metadata)
 
     def decode_tensor(self, data: bytes) -> torch.Tensor:
-        """.cgic bytes -> float (3, H, W) in [0, 1] (torchvision's layout; grey sources have equal channels)."""
-        rgb, _ = self.decode_array(data)
-        return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+        """.cgic bytes -> float (3, H, W) in [0, 1], (4, H, W) with alpha (torchvision's layout; grey sources have
+        equal channels)."""
+        pixels, _ = self.decode_array(data)
+        return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
 
 
 @functools.lru_cache(maxsize=4)
@@ -406,7 +451,7 @@ def encode(
 
 
 def decode(data: bytes, weights: str | None = None, device: str = "auto") -> Image.Image:
-    """Decode .cgic bytes to a PIL image (mode RGB, or L for grey sources)."""
+    """Decode .cgic bytes to a PIL image (mode RGB, or L for grey sources; RGBA or LA with transparency)."""
     return get_codec(weights, device).decode(data)
 
 

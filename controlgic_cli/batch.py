@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .errors import CgicError
 from .fileio import STDIO, check_target, read_source, write_target
-from .image_io import SourceImage, encode_image_file, load_image
+from .image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format
 from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
 from .ratios import NAMES as GRANULARITY_NAMES
@@ -131,7 +131,12 @@ def decode_file(task: FileTask, codec, overwrite: bool = False, skip_existing: b
         "mode": image.mode,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return FileOutcome(task, ok=True, record=record)
+    notes = (
+        [f"{output_format(task.target)} has no alpha channel: composited over white"]
+        if loses_alpha(image, task.target)
+        else []
+    )
+    return FileOutcome(task, ok=True, record=record, warnings=notes)
 
 
 def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = None) -> FileOutcome:

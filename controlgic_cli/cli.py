@@ -17,8 +17,16 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .alpha_coding import unpack_alpha
 from .batch import decode_file, default_jobs, run_ordered
-from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, parse_file
+from .container import (
+    COLOUR_GREY,
+    COLOUR_GREY_ALPHA,
+    COLOUR_RGB,
+    COLOUR_RGB_ALPHA,
+    COLOUR_RGB_ALPHA_DROPPED,
+    parse_file,
+)
 from .errors import CgicError, OptionsError
 from .file_plan import FilePlan, plan_tasks
 from .fileio import STDIO, read_source
@@ -27,7 +35,13 @@ from .metadata import parse_metadata_kinds
 from .ratios import ppm_to_ratios, validate_ratios
 from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
-COLOUR_NAMES = {COLOUR_GREY: "grey", COLOUR_RGB: "RGB", COLOUR_RGB_ALPHA_DROPPED: "RGB (alpha dropped)"}
+COLOUR_NAMES = {
+    COLOUR_GREY: "grey",
+    COLOUR_RGB: "RGB",
+    COLOUR_RGB_ALPHA_DROPPED: "RGB (alpha dropped)",
+    COLOUR_RGB_ALPHA: "RGBA",
+    COLOUR_GREY_ALPHA: "grey + alpha",
+}
 
 
 class RatiosType(click.ParamType):
@@ -477,6 +491,8 @@ def info(inputs, as_json, verbose) -> None:
         try:
             data = read_source(source)
             header, sections = parse_file(data)
+            if sections.alpha:
+                unpack_alpha(sections.alpha, header.width, header.height)  # checked like every other part
         except (CgicError, OSError) as exc:
             failures += 1
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

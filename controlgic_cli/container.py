@@ -4,8 +4,9 @@ Format version 1 is the image alone; version 2 is the same file followed by
 metadata records (colour profile, Exif, XMP). Version 3 has the layout of
 version 2, metadata records optional, but its index streams are
 neighbour-rank coded (index_coding.py) and its masks grouped
-(mask_coding.py). This cgic reads all three and writes version 3 with
-weights that carry rank tables, else version 1 or 2.
+(mask_coding.py). Version 4 is version 3 with an alpha plane (alpha_coding.py)
+as the first record. This cgic reads all four and writes version 3 (4 for
+images with transparency) with weights that carry rank tables, else version 1 or 2.
 
 docs/format.md is the specification; this module is its only implementation.
 Every length in a file is checked before it is used, and nothing is allocated
@@ -27,7 +28,9 @@ MAGIC = b"CGIC"
 FORMAT_VERSION = 1
 FORMAT_VERSION_METADATA = 2
 FORMAT_VERSION_RANK_CODED = 3
-READABLE_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_METADATA, FORMAT_VERSION_RANK_CODED)
+FORMAT_VERSION_ALPHA = 4
+READABLE_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_METADATA, FORMAT_VERSION_RANK_CODED, FORMAT_VERSION_ALPHA)
+RANK_CODED_VERSIONS = (FORMAT_VERSION_RANK_CODED, FORMAT_VERSION_ALPHA)
 HEADER_SIZE = 60
 MAX_DIMENSION = 65535
 MODEL_ID_SIZE = 8
@@ -35,7 +38,10 @@ MODEL_ID_SIZE = 8
 COLOUR_GREY = 0
 COLOUR_RGB = 1
 COLOUR_RGB_ALPHA_DROPPED = 2
-COLOUR_MODES = (COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED)
+COLOUR_RGB_ALPHA = 3
+COLOUR_GREY_ALPHA = 4
+COLOUR_MODES = (COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, COLOUR_RGB_ALPHA, COLOUR_GREY_ALPHA)
+ALPHA_COLOUR_MODES = (COLOUR_RGB_ALPHA, COLOUR_GREY_ALPHA)  # the file holds an alpha record
 
 FLAG_RATE_CONTROLLED = 0x01
 
@@ -48,6 +54,7 @@ _GROUP_CODE_MAX_BITS = 16  # the longest code a Huffman code over 17 symbols can
 # Metadata records (version 2): type, then uint32 length, then the bytes.
 _RECORD_HEAD = struct.Struct("<4sI")
 METADATA_RECORD_TYPES = {"icc": b"ICCP", "exif": b"EXIF", "xmp": b"XMP "}
+ALPHA_RECORD_TYPE = b"ALPH"  # version 4: before the metadata records
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,10 @@ class ImageMetadata:
 
 @dataclass(frozen=True)
 class CgicSections:
-    """The payload: mask section, the fine, medium and coarse index streams, and any metadata.
+    """The payload: mask section, the fine, medium and coarse index streams, any alpha plane and metadata.
 
     rank_coded: version 3, whose index streams hold neighbour ranks, not indices, and whose masks are grouped.
+    alpha: the coded alpha plane (alpha_coding.py), empty for opaque images; version 4, rank-coded only.
     """
 
     masks: bytes
@@ -101,10 +109,13 @@ class CgicSections:
     coarse: bytes
     metadata: ImageMetadata = ImageMetadata()
     rank_coded: bool = False
+    alpha: bytes = b""
 
     @property
     def format_version(self) -> int:
-        """Version 3 for rank-coded streams; else 2 only when there is metadata, so the rest stays version 1."""
+        """Version 4 with alpha, 3 for rank-coded streams; else 2 only when there is metadata, so the rest stays 1."""
+        if self.alpha:
+            return FORMAT_VERSION_ALPHA
         if self.rank_coded:
             return FORMAT_VERSION_RANK_CODED
         return FORMAT_VERSION_METADATA if self.metadata else FORMAT_VERSION
@@ -117,6 +128,7 @@ class CgicSections:
             "fine": len(self.fine),
             "medium": len(self.medium),
             "coarse": len(self.coarse),
+            "alpha": len(pack_alpha_record(self.alpha)),
             "metadata": len(pack_metadata(self.metadata)),
         }
 
@@ -132,7 +144,7 @@ def mask_section_size_range(width: int, height: int, version: int = FORMAT_VERSI
     """
     rows, columns = -(-height // _COARSE_CELL), -(-width // _COARSE_CELL)
     cell_count = rows * columns
-    if version == FORMAT_VERSION_RANK_CODED:
+    if version in RANK_CODED_VERSIONS:
         block_count = -(-rows // 2) * -(-columns // 2)
         return -(-block_count // 8), -(-_GROUP_CODE_MAX_BITS * (block_count + cell_count) // 8)
     return -(-cell_count // 8), -(-5 * cell_count // 8)
@@ -144,7 +156,10 @@ def _header_problem(header: CgicHeader) -> str | None:
         if not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
             return f"{name} {value!r} is not an integer in 1..{MAX_DIMENSION}"
     if not isinstance(header.colour_mode, int) or header.colour_mode not in COLOUR_MODES:
-        return f"colour mode {header.colour_mode!r} is not one of 0 (grey), 1 (RGB), 2 (RGB, alpha dropped)"
+        return (
+            f"colour mode {header.colour_mode!r} is not one of 0 (grey), 1 (RGB), 2 (RGB, alpha dropped), "
+            "3 (RGB with alpha), 4 (grey with alpha)"
+        )
     if not isinstance(header.model_id, bytes) or len(header.model_id) != MODEL_ID_SIZE:
         return f"model id must be {MODEL_ID_SIZE} bytes, got {header.model_id!r}"
     return ratios_ppm_problem(header.ratios)
@@ -155,13 +170,21 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
     problem = _header_problem(header)
     if problem:
         raise OptionsError(f"cannot write .cgic header: {problem}")
+    if bool(sections.alpha) != (header.colour_mode in ALPHA_COLOUR_MODES):
+        raise OptionsError(
+            f"cannot write .cgic file: colour mode {header.colour_mode} "
+            f"{'needs' if not sections.alpha else 'has no place for'} an alpha plane"
+        )
+    if sections.alpha and not sections.rank_coded:
+        raise OptionsError("cannot write .cgic file: an alpha plane needs rank-coded index streams (version 4)")
     smallest_masks, largest_masks = mask_section_size_range(header.width, header.height, sections.format_version)
     if not smallest_masks <= len(sections.masks) <= largest_masks:
         raise OptionsError(
             f"cannot write .cgic file: mask section of {len(sections.masks)} bytes is outside "
             f"{smallest_masks}..{largest_masks} for a {header.width}x{header.height} image"
         )
-    payload = sections.masks + sections.fine + sections.medium + sections.coarse + pack_metadata(sections.metadata)
+    records = pack_alpha_record(sections.alpha) + pack_metadata(sections.metadata)
+    payload = sections.masks + sections.fine + sections.medium + sections.coarse + records
     fields = _HEADER_FIELDS.pack(
         MAGIC,
         sections.format_version,
@@ -181,6 +204,11 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
     return fields + _HEADER_CRC.pack(zlib.crc32(fields)) + payload
 
 
+def pack_alpha_record(alpha: bytes) -> bytes:
+    """The alpha record (empty for an opaque image)."""
+    return _RECORD_HEAD.pack(ALPHA_RECORD_TYPE, len(alpha)) + alpha if alpha else b""
+
+
 def pack_metadata(metadata: ImageMetadata) -> bytes:
     """The metadata section (empty when there is no metadata)."""
     out = b""
@@ -191,10 +219,30 @@ def pack_metadata(metadata: ImageMetadata) -> bytes:
     return out
 
 
-def _parse_metadata(data: bytes, version: int) -> ImageMetadata:
-    """Split a version-2 or -3 metadata section into its records, checking order, lengths and types."""
+def _parse_records(data: bytes, version: int) -> tuple[bytes, ImageMetadata]:
+    """Split the records after the index streams into the alpha plane (version 4) and metadata.
+
+    Checks order, lengths and types: version 2 needs a metadata record, version
+    4 starts with exactly one alpha record, and the others have none.
+    """
     if not data and version == FORMAT_VERSION_METADATA:
         raise FormatError("invalid .cgic file: version 2 without metadata records")
+    alpha = b""
+    if version == FORMAT_VERSION_ALPHA:
+        if len(data) < _RECORD_HEAD.size or data[: len(ALPHA_RECORD_TYPE)] != ALPHA_RECORD_TYPE:
+            raise FormatError("invalid .cgic file: version 4 without its alpha record")
+        (length,) = struct.unpack_from("<I", data, len(ALPHA_RECORD_TYPE))
+        if length == 0 or length > len(data) - _RECORD_HEAD.size:
+            raise FormatError(
+                f"invalid .cgic alpha record: says {length} bytes, {len(data) - _RECORD_HEAD.size} remain"
+            )
+        alpha = data[_RECORD_HEAD.size : _RECORD_HEAD.size + length]
+        data = data[_RECORD_HEAD.size + length :]
+    return alpha, _parse_metadata(data)
+
+
+def _parse_metadata(data: bytes) -> ImageMetadata:
+    """The metadata records, checking order, lengths and types."""
     kinds = {code: kind for kind, code in METADATA_RECORD_TYPES.items()}
     order = list(METADATA_RECORD_TYPES.values())
     found: dict[str, bytes] = {}
@@ -305,12 +353,18 @@ def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
         sections.append(data[offset : offset + length])
         offset += length
     masks, fine, medium, coarse = sections
-    metadata = _parse_metadata(data[offset:], version) if version != FORMAT_VERSION else ImageMetadata()
+    alpha, metadata = _parse_records(data[offset:], version) if version != FORMAT_VERSION else (b"", ImageMetadata())
+    if bool(alpha) != (header.colour_mode in ALPHA_COLOUR_MODES):
+        raise FormatError(
+            f"invalid .cgic file: colour mode {header.colour_mode} in a version-{version} file "
+            f"({'with' if alpha else 'without'} an alpha record)"
+        )
     return header, CgicSections(
         masks=masks,
         fine=fine,
         medium=medium,
         coarse=coarse,
         metadata=metadata,
-        rank_coded=version == FORMAT_VERSION_RANK_CODED,
+        rank_coded=version in RANK_CODED_VERSIONS,
+        alpha=alpha,
     )

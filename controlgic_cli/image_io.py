@@ -5,8 +5,10 @@ What happens to each kind of input (also in README "Input images"):
   grey (L, 1, I;16, I, F)    coded as RGB with equal channels, decoded back to grey (L)
   16-bit grey (I;16), uint16 arrays   scaled to 8 bits (v / 257, rounded)
   48-bit RGB PNG             Pillow itself reduces it to 8 bits (keeps the high byte)
-  RGBA, LA, P + transparency alpha is not coded: the colour channels are kept as stored,
-                             alpha is dropped with a warning; decoded as RGB (or L)
+  RGBA, LA, P + transparency alpha is coded losslessly beside the colour (alpha_coding.py),
+                             decoded as RGBA (or LA); an alpha of 255 everywhere is dropped
+                             (decoded as RGB or L). Colour under transparent pixels is coded
+                             as stored, at the planner's lowest priority
   P (palette), CMYK, YCbCr   converted to RGB by Pillow
   embedded colour profile    RGB and CMYK images whose ICC profile is not sRGB are converted
                              to sRGB (relative colorimetric), with a note; decoded as sRGB.
@@ -28,7 +30,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, ImageMetadata
+from .container import (
+    ALPHA_COLOUR_MODES,
+    COLOUR_GREY,
+    COLOUR_GREY_ALPHA,
+    COLOUR_RGB,
+    COLOUR_RGB_ALPHA,
+    COLOUR_RGB_ALPHA_DROPPED,
+    ImageMetadata,
+)
 from .errors import ImageError
 from .fileio import folder_files
 from .metadata import METADATA_KINDS, read_metadata, save_options
@@ -46,12 +56,24 @@ _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 @dataclass
 class SourceImage:
-    """An input image as the codec sees it: uint8 (H, W, 3) plus how it was obtained."""
+    """An input image as the codec sees it: uint8 (H, W, 3) plus how it was obtained.
+
+    alpha: uint8 (H, W) when the image has transparency (colour mode 3 or 4), else None.
+    """
 
     rgb: np.ndarray
     colour_mode: int
     warnings: list[str] = field(default_factory=list)
     metadata: ImageMetadata = ImageMetadata()  # what the file will keep (none unless asked)
+    alpha: np.ndarray | None = None
+
+    def without_alpha(self, reason: str) -> SourceImage:
+        """The same image with its alpha dropped, and a warning giving the reason."""
+        if self.alpha is None:
+            return self
+        colour = COLOUR_GREY if self.colour_mode == COLOUR_GREY_ALPHA else COLOUR_RGB_ALPHA_DROPPED
+        note = f"alpha channel dropped: {reason}"
+        return dataclasses.replace(self, colour_mode=colour, alpha=None, warnings=[*self.warnings, note])
 
     @property
     def width(self) -> int:
@@ -165,8 +187,7 @@ def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceIma
         or (mode == "P" and "transparency" in im.info)
         or (mode in ("L", "RGB") and "transparency" in im.info)
     )
-    if has_alpha:
-        notes.append(f"{name}: alpha channel is not coded and was dropped")
+    alpha = _alpha_plane(im) if has_alpha else None
     kept = read_metadata(im, metadata)
     if kept.icc is not None and not _profile_fits(kept.icc, im.mode):
         # A CMYK profile, say, cannot describe the RGB values the decoder returns.
@@ -174,14 +195,29 @@ def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceIma
     if kept.icc is None:
         im = _to_srgb(im, name, notes)
     mode = im.mode
-    if mode in GREY_MODES or mode in ("LA", "La"):
-        grey = _grey_u8(im)
-        rgb = np.repeat(grey[..., None], 3, axis=2)
-        colour = COLOUR_GREY
-    else:
-        rgb = np.asarray(im.convert("RGB"))
-        colour = COLOUR_RGB_ALPHA_DROPPED if has_alpha else COLOUR_RGB
-    return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes, kept)
+    grey = mode in GREY_MODES or mode in ("LA", "La")
+    rgb = np.repeat(_grey_u8(im)[..., None], 3, axis=2) if grey else np.asarray(im.convert("RGB"))
+    colour = _colour_mode(grey, alpha is not None)
+    return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes, kept, alpha)
+
+
+def _alpha_plane(im: Image.Image) -> np.ndarray | None:
+    """uint8 (H, W) transparency of an image with an alpha channel or a transparent colour; None if all opaque."""
+    # RGBA, LA, PA and the premultiplied RGBa, La have an A band; a palette, L or RGB image may name a
+    # transparent colour instead, which Pillow turns into an alpha band on conversion.
+    with_band = im if "A" in im.getbands() else im.convert("RGBA")
+    return _transparent_or_none(np.asarray(with_band.getchannel("A")))
+
+
+def _transparent_or_none(alpha: np.ndarray) -> np.ndarray | None:
+    # An alpha of 255 everywhere says nothing; dropping it keeps the file (and the decoded image) plain.
+    return np.ascontiguousarray(alpha, dtype=np.uint8) if alpha.min(initial=255) < 255 else None
+
+
+def _colour_mode(grey: bool, has_alpha: bool) -> int:
+    if grey:
+        return COLOUR_GREY_ALPHA if has_alpha else COLOUR_GREY
+    return COLOUR_RGB_ALPHA if has_alpha else COLOUR_RGB
 
 
 def _profile_fits(icc: bytes, mode: str) -> bool:
@@ -269,27 +305,27 @@ def _from_array(array: np.ndarray) -> SourceImage:
         array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise ImageError(f"array must be uint8 or uint16, got {array.dtype}")
-    notes = []
-    colour = COLOUR_RGB
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-        colour = COLOUR_GREY
-    elif array.shape[2] == 4:
-        array = array[..., :3]
-        colour = COLOUR_RGB_ALPHA_DROPPED
-        notes.append("image: alpha channel is not coded and was dropped")
+    alpha = _transparent_or_none(array[..., 3]) if array.shape[2] == 4 else None
+    grey = array.shape[2] == 1
+    rgb = np.repeat(array, 3, axis=2) if grey else array[..., :3]
     # A copy: the caller's array must not change under an analysis that keeps it.
-    return SourceImage(np.array(array, dtype=np.uint8, order="C"), colour, notes)
+    return SourceImage(np.array(rgb, dtype=np.uint8, order="C"), _colour_mode(grey, alpha is not None), alpha=alpha)
 
 
-def to_pil(rgb: np.ndarray, colour_mode: int) -> Image.Image:
-    """Decoded uint8 RGB -> the PIL image a user gets back (grey sources come back as L)."""
+def to_pil(rgb: np.ndarray, colour_mode: int, alpha: np.ndarray | None = None) -> Image.Image:
+    """Decoded uint8 RGB (and alpha) -> the PIL image a user gets back: RGB, L, RGBA or LA as the source was."""
     image = Image.fromarray(rgb, "RGB")
-    return image.convert("L") if colour_mode == COLOUR_GREY else image
+    if colour_mode in (COLOUR_GREY, COLOUR_GREY_ALPHA):
+        image = image.convert("L")
+    if alpha is not None and colour_mode in ALPHA_COLOUR_MODES:
+        image.putalpha(Image.fromarray(alpha, "L"))
+    return image
 
 
 # Decoding to .jpg: close to the decoded pixels, at several times the size of the .cgic file.
 JPEG_OUTPUT_QUALITY = 95
+# Formats whose Pillow writer keeps an alpha channel; others get the image composited over white.
+ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 OUTPUT_FORMATS = {
     ".png": "PNG",
     ".bmp": "BMP",
@@ -303,14 +339,29 @@ OUTPUT_FORMATS = {
 }
 
 
+def output_format(target: str) -> str:
+    """The Pillow format a decoded image is written in: from the target's suffix, PNG for stdout or unknown ones."""
+    return OUTPUT_FORMATS.get(Path(target).suffix.lower(), "PNG")
+
+
+def loses_alpha(image: Image.Image, target: str) -> bool:
+    """Whether writing `image` to `target` flattens its transparency (a format without alpha: JPEG, BMP, PPM)."""
+    return image.mode in ("RGBA", "LA") and output_format(target) not in ALPHA_FORMATS
+
+
 def encode_image_file(image: Image.Image, target: str) -> bytes:
-    """Bytes of `image` in the format named by the target's suffix (PNG for stdout or unknown suffixes).
+    """Bytes of `image` in the format named by the target's suffix (output_format).
 
     Metadata in image.info (a decoded file's kept profile, Exif, XMP) goes
-    into the output where its format has a place for it.
+    into the output where its format has a place for it. A format without
+    alpha gets the image composited over white (loses_alpha).
     """
-    fmt = OUTPUT_FORMATS.get(Path(target).suffix.lower(), "PNG")
+    fmt = output_format(target)
     options = save_options(read_metadata(image, frozenset(METADATA_KINDS)), fmt)
+    if loses_alpha(image, target):
+        image = flatten_over_white(image)
+    elif fmt == "WEBP" and image.mode == "LA":
+        image = image.convert("RGBA")  # Pillow's WebP writer takes no LA
     if fmt == "WEBP":
         options["lossless"] = True
     elif fmt == "JPEG":
@@ -319,3 +370,12 @@ def encode_image_file(image: Image.Image, target: str) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def flatten_over_white(image: Image.Image) -> Image.Image:
+    """An RGBA or LA image composited over white: RGB or L, with the info (kept metadata) carried over."""
+    base = image.mode[:-1]
+    flat = Image.new(base, image.size, "white")
+    flat.paste(image.convert(base), mask=image.getchannel("A"))
+    flat.info.update(image.info)
+    return flat

@@ -122,6 +122,23 @@ def _entropy(bin_means: np.ndarray) -> np.ndarray:
     return (-(prob * logp).sum(axis=0)).astype(np.float32)
 
 
+def weight_by_visibility(scores: PatchScores, alpha: np.ndarray) -> PatchScores:
+    """Scores scaled by how visible each patch is: its mean alpha / 255 (alpha: uint8 (H, W), sides x16).
+
+    A fully transparent patch then scores 0 and is among the first kept
+    coarse, whatever its colour holds; a half-transparent one counts half.
+    Applied to either planner's scores, so images without alpha are planned as before.
+    """
+    h8, w8 = scores.medium.shape
+    visible8 = alpha.reshape(h8, 8, w8, 8).mean(axis=(1, 3), dtype=np.float64) / 255.0
+    visible16 = visible8.reshape(h8 // 2, 2, w8 // 2, 2).mean(axis=(1, 3))
+    return PatchScores(
+        medium=(scores.medium * visible8).astype(np.float32),
+        coarse=(scores.coarse * visible16).astype(np.float32),
+        fine_margin=scores.fine_margin,
+    )
+
+
 def token_targets(ratios_ppm: tuple[int, int, int], coarse_cells: int) -> tuple[int, int]:
     """(coarse cells, medium cells) for an image with `coarse_cells` 16x16 cells; round half up."""
     _, medium_ppm, coarse_ppm = ratios_ppm

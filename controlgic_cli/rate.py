@@ -118,9 +118,9 @@ def rate_path(
     indices: tuple[np.ndarray, np.ndarray, np.ndarray],
     coding: UsageCoding,
     masks: BitMasks,
-    metadata_bytes: int = 0,
+    record_bytes: int = 0,
 ) -> RatePath:
-    """The path of one image; metadata_bytes: the file's metadata section, the same at every step."""
+    """The path of one image; record_bytes: the file's alpha and metadata records, the same at every step."""
     fine_idx, medium_idx, coarse_idx = indices
     h16, w16 = scores.coarse.shape
     h8, w8 = scores.medium.shape
@@ -167,7 +167,7 @@ def rate_path(
         for level, index_map in (("fine", fine_idx), ("medium", medium_idx), ("coarse", coarse_idx))
     ]
     mask_bytes = masks.bytes_over_time(released_at.reshape(h16, w16), fine_from, times)
-    size_at = HEADER_SIZE + metadata_bytes + mask_bytes + sum(stream_bytes)
+    size_at = HEADER_SIZE + record_bytes + mask_bytes + sum(stream_bytes)
     sizes = size_at[step_events]
 
     return RatePath(

@@ -17,7 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlgic_cli.container import (
+    COLOUR_GREY_ALPHA,
+    COLOUR_RGB_ALPHA,
     FORMAT_VERSION,
+    FORMAT_VERSION_ALPHA,
     FORMAT_VERSION_METADATA,
     FORMAT_VERSION_RANK_CODED,
     HEADER_SIZE,
@@ -181,9 +184,9 @@ def test_bad_magic_is_rejected(data):
         parse_file(data)
 
 
-@pytest.mark.parametrize("version", [0, 4, 255])
+@pytest.mark.parametrize("version", [0, 5, 255])
 def test_other_versions_are_rejected_before_anything_else(version):
-    message = rf"^unsupported \.cgic format version {version} \(this cgic reads versions 1, 2, 3\)$"
+    message = rf"^unsupported \.cgic format version {version} \(this cgic reads versions 1, 2, 3, 4\)$"
     with pytest.raises(FormatError, match=message):
         parse_file(spec_file(version=version))
     # Even a future file too short for a version-1 header names the version problem.
@@ -241,6 +244,68 @@ def test_rank_coded_streams_make_a_version_3_file_laid_out_as_documented(metadat
 def test_version_3_metadata_is_checked_like_version_2s():
     data = spec_file(version=3, section_lengths=(1, 0, 0, 0), payload=b"\x80" + record(b"GPS ", b"x"))
     with pytest.raises(FormatError, match="unknown record type"):
+        parse_file(data)
+
+
+ALPHA = b"\x00coded alpha plane"
+ALPHA_HEADER = dataclasses.replace(SMALL_HEADER, colour_mode=COLOUR_RGB_ALPHA)
+
+
+@pytest.mark.parametrize("metadata", [ImageMetadata(), ImageMetadata(exif=EXIF, xmp=XMP)])
+@pytest.mark.parametrize("colour_mode", [COLOUR_RGB_ALPHA, COLOUR_GREY_ALPHA])
+def test_alpha_makes_a_version_4_file_laid_out_as_documented(metadata, colour_mode):
+    header = dataclasses.replace(SMALL_HEADER, colour_mode=colour_mode)
+    sections = dataclasses.replace(SMALL_SECTIONS, metadata=metadata, rank_coded=True, alpha=ALPHA)
+    data = pack_file(header, sections)
+    records = record(b"ALPH", ALPHA) + b"".join(
+        record(code, part) for code, part in ((b"EXIF", EXIF), (b"XMP ", XMP)) if metadata
+    )
+    payload = b"\x80\x12\x34\x56\x78\x9a\xbc" + records
+    expected = spec_file(
+        version=4, colour_mode=colour_mode, model_id=bytes(range(1, 9)), section_lengths=(1, 3, 2, 1), payload=payload
+    )
+    assert data == expected
+    assert parse_file(data) == (header, sections)
+    assert sections.format_version == FORMAT_VERSION_ALPHA == 4
+    assert sections.sizes()["alpha"] == 8 + len(ALPHA)
+
+
+def test_alpha_needs_an_alpha_colour_mode_and_rank_coding_to_be_written():
+    with_alpha = dataclasses.replace(SMALL_SECTIONS, rank_coded=True, alpha=ALPHA)
+    with pytest.raises(OptionsError, match="has no place for an alpha plane"):
+        pack_file(SMALL_HEADER, with_alpha)
+    with pytest.raises(OptionsError, match="needs an alpha plane"):
+        pack_file(ALPHA_HEADER, dataclasses.replace(with_alpha, alpha=b""))
+    with pytest.raises(OptionsError, match="needs rank-coded index streams"):
+        pack_file(ALPHA_HEADER, dataclasses.replace(with_alpha, rank_coded=False))
+
+
+def version_4(records: bytes, colour_mode: int = COLOUR_RGB_ALPHA) -> bytes:
+    return spec_file(version=4, colour_mode=colour_mode, section_lengths=(1, 0, 0, 0), payload=b"\x80" + records)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (version_4(b""), "version 4 without its alpha record"),
+        (version_4(record(b"ICCP", ICC)), "version 4 without its alpha record"),
+        (version_4(b"ALPH\x05\x00"), "version 4 without its alpha record"),
+        (version_4(record(b"ALPH", b"")), "alpha record: says 0 bytes"),
+        (version_4(record(b"ALPH", ALPHA)[:-1]), "alpha record: says 18 bytes, 17 remain"),
+        (version_4(record(b"ALPH", ALPHA) + record(b"ALPH", ALPHA)), "unknown record type"),
+        (version_4(record(b"ALPH", ALPHA), colour_mode=1), "colour mode 1 in a version-4 file (with an alpha record)"),
+        (
+            spec_file(version=3, colour_mode=3, section_lengths=(1, 0, 0, 0), payload=b"\x80"),
+            "colour mode 3 in a version-3 file (without an alpha record)",
+        ),
+        (
+            spec_file(version=3, section_lengths=(1, 0, 0, 0), payload=b"\x80" + record(b"ALPH", ALPHA)),
+            "unknown record",
+        ),
+    ],
+)
+def test_malformed_alpha_records_are_rejected(data, problem):
+    with pytest.raises(FormatError, match=re.escape(problem)):
         parse_file(data)
 
 
@@ -318,7 +383,7 @@ def test_impossible_mask_section_lengths_are_rejected(width, height, mask_bytes)
 @pytest.mark.parametrize(
     ("fields", "problem"),
     [
-        ({"colour_mode": 3}, "colour mode"),
+        ({"colour_mode": 5}, "colour mode"),
         ({"flags": 0x02}, "flag"),
         ({"flags": 0x81}, "flag"),
         ({"reserved": 1}, "reserved"),

@@ -11,9 +11,15 @@ import pytest
 from PIL import Image, ImageCms, ImageFile
 
 from controlgic_cli import image_io
-from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED
+from controlgic_cli.container import (
+    COLOUR_GREY,
+    COLOUR_GREY_ALPHA,
+    COLOUR_RGB,
+    COLOUR_RGB_ALPHA,
+    COLOUR_RGB_ALPHA_DROPPED,
+)
 from controlgic_cli.errors import ImageError
-from controlgic_cli.image_io import encode_image_file, load_image, to_pil
+from controlgic_cli.image_io import encode_image_file, load_image, loses_alpha, to_pil
 
 from .colour_profiles import matrix_profile
 from .conftest import synthetic_photo
@@ -67,6 +73,10 @@ def alpha_warned(source) -> bool:
     return any("alpha" in note for note in source.warnings)
 
 
+def alpha_of(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGBA").getchannel("A"))
+
+
 # ---------------------------------------------------------------------------
 # Every source type: RGB passes through unchanged
 # ---------------------------------------------------------------------------
@@ -102,8 +112,8 @@ def test_rgb_8bit_passes_through_unchanged(tmp_path, kind):
 # ---------------------------------------------------------------------------
 
 
-def assert_grey(loaded, expected_grey: np.ndarray) -> None:
-    assert loaded.colour_mode == COLOUR_GREY
+def assert_grey(loaded, expected_grey: np.ndarray, colour_mode: int = COLOUR_GREY) -> None:
+    assert loaded.colour_mode == colour_mode
     assert loaded.rgb.shape == (*expected_grey.shape, 3) and loaded.rgb.dtype == np.uint8
     for channel in range(3):
         np.testing.assert_array_equal(loaded.rgb[..., channel], expected_grey)
@@ -151,23 +161,34 @@ def test_rgb_48bit_png_keeps_the_high_byte_as_documented():
 # ---------------------------------------------------------------------------
 
 
-def test_rgba_keeps_colour_channels_exactly_and_warns():
+def test_rgba_keeps_colour_and_alpha_exactly():
     rgba = np.concatenate([random_rgb(8, 12), np.zeros((8, 12, 1), np.uint8)], axis=2)
     rgba[::2, ::3, 3] = 255  # mostly fully transparent: colours there must not be premultiplied away
-    for source in (Image.fromarray(rgba, "RGBA"), encoded(Image.fromarray(rgba, "RGBA"))):
+    rgba[1, 1, 3] = 77
+    for source in (Image.fromarray(rgba, "RGBA"), encoded(Image.fromarray(rgba, "RGBA")), rgba):
         loaded = load_image(source)
         np.testing.assert_array_equal(loaded.rgb, rgba[..., :3])
-        assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED
-        assert alpha_warned(loaded)
+        np.testing.assert_array_equal(loaded.alpha, rgba[..., 3])
+        assert loaded.colour_mode == COLOUR_RGB_ALPHA
+        assert loaded.warnings == []
 
 
-def test_la_keeps_grey_channel_and_warns():
+def test_opaque_alpha_is_dropped_without_a_word():
+    rgba = np.concatenate([random_rgb(8, 12), np.full((8, 12, 1), 255, np.uint8)], axis=2)
+    for source in (Image.fromarray(rgba, "RGBA"), rgba):
+        loaded = load_image(source)
+        assert loaded.alpha is None and loaded.colour_mode == COLOUR_RGB and loaded.warnings == []
+        np.testing.assert_array_equal(loaded.rgb, rgba[..., :3])
+
+
+def test_la_keeps_grey_channel_and_alpha():
     grey = np.arange(32, dtype=np.uint8).reshape(4, 8) * 8
     alpha = np.full_like(grey, 0)
+    alpha[0, :3] = (255, 128, 1)
     loaded = load_image(encoded(Image.fromarray(np.stack([grey, alpha], axis=-1), "LA")))
-    # Grey with alpha stays grey (decoded as L); only the alpha is dropped.
-    assert_grey(loaded, grey)
-    assert alpha_warned(loaded)
+    # Grey with alpha stays grey (decoded as LA).
+    assert_grey(loaded, grey, COLOUR_GREY_ALPHA)
+    np.testing.assert_array_equal(loaded.alpha, alpha)
 
 
 def test_palette_without_transparency_is_converted_to_rgb():
@@ -177,22 +198,24 @@ def test_palette_without_transparency_is_converted_to_rgb():
     assert loaded.warnings == []
 
 
-def test_palette_with_transparency_keeps_palette_colours_and_warns():
+def test_palette_with_transparency_keeps_palette_colours_and_alpha():
     data = encoded(palette_image(), transparency=1)
     assert "transparency" in Image.open(io.BytesIO(data)).info
     loaded = load_image(data)
     # The transparent entry (green) keeps its stored colour.
     np.testing.assert_array_equal(loaded.rgb, PALETTE_RGB)
-    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED
-    assert alpha_warned(loaded)
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA
+    np.testing.assert_array_equal(loaded.alpha, np.where((PALETTE_RGB == (0, 255, 0)).all(axis=2), 0, 255))
 
 
-def test_rgb_and_grey_with_trns_chunk_warn_about_alpha():
-    rgb = load_image(encoded(Image.new("RGB", (4, 2), (1, 2, 3)), transparency=(1, 2, 3)))
-    assert rgb.colour_mode == COLOUR_RGB_ALPHA_DROPPED and alpha_warned(rgb)
-    assert (rgb.rgb == (1, 2, 3)).all()
+def test_rgb_and_grey_with_trns_chunk_keep_their_transparent_colour_as_alpha():
+    image = Image.new("RGB", (4, 2), (1, 2, 3))
+    image.putpixel((0, 0), (9, 9, 9))
+    rgb = load_image(encoded(image, transparency=(1, 2, 3)))
+    assert rgb.colour_mode == COLOUR_RGB_ALPHA and rgb.warnings == []
+    assert (rgb.rgb[0, 1:] == (1, 2, 3)).all() and rgb.alpha.tolist() == [[255, 0, 0, 0], [0, 0, 0, 0]]
     grey = load_image(encoded(Image.new("L", (4, 2), 7), transparency=7))
-    assert grey.colour_mode == COLOUR_GREY and alpha_warned(grey)
+    assert grey.colour_mode == COLOUR_GREY_ALPHA and (grey.alpha == 0).all()
     assert (grey.rgb == 7).all()
 
 
@@ -234,12 +257,14 @@ def test_wide_gamut_profile_is_converted_to_srgb(fmt):
     assert red < 20 and blue < 52 and abs(green - 160) <= 3, (red, green, blue)
 
 
-def test_rgba_with_a_profile_is_converted_and_warns_about_alpha():
-    data = encoded(two_colour_image("RGBA"), icc_profile=matrix_profile("Test Adobe RGB"))
-    loaded = load_image(data)
-    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED
-    assert len(loaded.warnings) == 2 and "sRGB" in loaded.warnings[1]
+def test_rgba_with_a_profile_is_converted_and_keeps_alpha():
+    image = two_colour_image("RGBA")
+    image.putpixel((0, 0), (1, 2, 3, 40))
+    loaded = load_image(encoded(image, icc_profile=matrix_profile("Test Adobe RGB")))
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA
+    assert len(loaded.warnings) == 1 and "sRGB" in loaded.warnings[0]
     assert loaded.rgb[8, 28, 0] < 20
+    np.testing.assert_array_equal(loaded.alpha, alpha_of(image))
 
 
 def test_srgb_profile_leaves_values_and_says_nothing():
@@ -278,12 +303,14 @@ def test_exif_orientation_6_is_applied(fmt):
     assert loaded.rgb[36, 16, 0] < 60  # bottom-right is black
 
 
-def test_exif_orientation_keeps_alpha_warning():
+def test_exif_orientation_turns_alpha_with_the_colour():
     exif = Image.Exif()
     exif[0x0112] = 6
     loaded = load_image(encoded(palette_image(), transparency=1, exif=exif.tobytes()))
     assert (loaded.height, loaded.width) == (4, 2)
-    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED and alpha_warned(loaded)
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA
+    # Orientation 6 turns the image a quarter clockwise; alpha marks the green pixels wherever they land.
+    np.testing.assert_array_equal(loaded.alpha == 0, (loaded.rgb == (0, 255, 0)).all(axis=2))
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "PNG"])
@@ -318,11 +345,12 @@ def test_array_rgb_non_contiguous_is_copied_correctly():
     assert loaded.colour_mode == COLOUR_RGB and loaded.warnings == []
 
 
-def test_array_rgba_drops_alpha_with_warning():
+def test_array_rgba_keeps_alpha():
     rgba = np.random.default_rng(1).integers(0, 256, (6, 8, 4), dtype=np.uint8)
     loaded = load_image(rgba)
     np.testing.assert_array_equal(loaded.rgb, rgba[..., :3])
-    assert loaded.colour_mode == COLOUR_RGB_ALPHA_DROPPED and alpha_warned(loaded)
+    np.testing.assert_array_equal(loaded.alpha, rgba[..., 3])
+    assert loaded.colour_mode == COLOUR_RGB_ALPHA and loaded.warnings == []
 
 
 def test_array_uint16_is_scaled_by_1_over_257():
@@ -459,6 +487,40 @@ def test_to_pil_gives_l_for_grey_and_rgb_otherwise():
         image = to_pil(rgb, mode)
         assert image.mode == "RGB"
         np.testing.assert_array_equal(np.asarray(image), rgb)
+
+
+def test_to_pil_gives_rgba_and_la_with_alpha():
+    rgb = random_rgb(6, 8)
+    alpha = random_rgb(6, 8, seed=9)[..., 0]
+    rgba = to_pil(rgb, COLOUR_RGB_ALPHA, alpha)
+    assert rgba.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(rgba), np.dstack([rgb, alpha]))
+    la = to_pil(np.repeat(rgb[..., :1], 3, axis=2), COLOUR_GREY_ALPHA, alpha)
+    assert la.mode == "LA"
+    np.testing.assert_array_equal(np.asarray(la), np.dstack([rgb[..., 0], alpha]))
+
+
+@pytest.mark.parametrize("target", ["x.png", "x.tif", "x.webp"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_formats_with_alpha_keep_it_exactly(target, mode):
+    pixels = np.dstack([random_rgb(6, 10), random_rgb(6, 10, seed=4)[..., :1]])
+    image = Image.fromarray(pixels, "RGBA").convert(mode) if mode == "LA" else Image.fromarray(pixels, "RGBA")
+    assert not loses_alpha(image, target)
+    back = Image.open(io.BytesIO(encode_image_file(image, target)))
+    np.testing.assert_array_equal(alpha_of(back), alpha_of(image))
+    np.testing.assert_array_equal(
+        np.asarray(back.convert(mode[0] if mode == "LA" else "RGB")), np.asarray(image)[..., :-1].squeeze()
+    )
+
+
+@pytest.mark.parametrize("target", ["x.jpg", "x.bmp", "x.ppm"])
+def test_formats_without_alpha_get_the_image_over_white(target):
+    image = Image.new("RGBA", (4, 2), (0, 0, 0, 255))
+    image.putpixel((1, 0), (0, 0, 0, 0))  # transparent: white
+    image.putpixel((2, 0), (0, 0, 0, 128))  # half: mid grey
+    assert loses_alpha(image, target)
+    back = np.asarray(Image.open(io.BytesIO(encode_image_file(image, target))).convert("L")).astype(int)
+    assert back[0, 0] < 8 and back[0, 1] > 247 and abs(back[0, 2] - 127) < 8
 
 
 MAGIC = {
