@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -83,13 +84,17 @@ def _decode_tile(webp: bytes, width: int, height: int) -> np.ndarray:
     if webp[:4] != b"RIFF" or webp[8:12] != b"WEBP" or webp[_RIFF_HEAD : _RIFF_HEAD + 4] != b"VP8L":
         raise FormatError("invalid .cgic alpha record: a tile is not a lossless WebP image")
     try:
-        with Image.open(io.BytesIO(webp), formats=["WEBP"]) as image:
-            if image.size != (width, height):
-                raise FormatError(
-                    f"invalid .cgic alpha record: a tile is {image.width}x{image.height}, expected {width}x{height}"
-                )
-            pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    except (OSError, ValueError, SyntaxError) as exc:
+        with warnings.catch_warnings():
+            # The size is checked against the header before any pixel is decoded, so Pillow's
+            # decompression-bomb warning (tiles may be up to 16383 x 16383) has nothing to add.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(webp), formats=["WEBP"]) as image:
+                if image.size != (width, height):
+                    raise FormatError(
+                        f"invalid .cgic alpha record: a tile is {image.width}x{image.height}, expected {width}x{height}"
+                    )
+                pixels = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise FormatError(f"invalid .cgic alpha record: a tile cannot be decoded ({exc})") from None
     grey = pixels[..., 1]
     if not (np.array_equal(pixels[..., 0], grey) and np.array_equal(pixels[..., 2], grey)):

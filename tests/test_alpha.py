@@ -9,6 +9,8 @@ import zlib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from controlgic_cli import alpha_coding
@@ -102,6 +104,29 @@ GREY_TILE = webp_of(Image.new("L", (4, 3), 9), lossless=True)
 def test_malformed_alpha_planes_are_refused(data, problem):
     with pytest.raises(FormatError, match=problem):
         unpack_alpha(data, 4, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_damaged_alpha_planes_give_a_format_error_or_a_plane(data):
+    record = bytearray(pack_alpha(cutout(24, 40)))
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(record) - 1))
+        record[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(record)))
+    try:
+        plane = unpack_alpha(bytes(record[:cut]) if data.draw(st.booleans()) else bytes(record), 40, 24)
+    except FormatError:
+        return
+    assert plane.shape == (24, 40) and plane.dtype == np.uint8
+
+
+def test_a_tile_claiming_a_huge_size_is_refused_before_decoding():
+    tile = bytearray(GREY_TILE)
+    # VP8L header: signature 0x2f, then 14-bit width - 1 and height - 1 (RFC 9649, section 3.2.1).
+    struct.pack_into("<I", tile, 21, (16383 | (16383 << 14)) | (struct.unpack_from("<I", tile, 21)[0] & ~0x0FFFFFFF))
+    with pytest.raises(FormatError):
+        unpack_alpha(record_of(bytes(tile)), 4, 3)
 
 
 # ---------------------------------------------------------------------------
