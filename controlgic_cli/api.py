@@ -41,7 +41,17 @@ from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
 from .model.weights import LoadedModel, load_weights
 from .planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores, weight_by_visibility
-from .rate import RateChoice, RatePath, choose_dataset, choose_for_bpp, choose_for_quality, choose_for_size, rate_path
+from .quality import QualityScale, load_scale
+from .rate import (
+    RateChoice,
+    RatePath,
+    choose_dataset,
+    choose_for_bpp,
+    choose_for_quality,
+    choose_for_size,
+    choose_for_threshold,
+    rate_path,
+)
 from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
 from .tiling import DEFAULT_TILES, TileSpec
 from .transparency import fill_invisible
@@ -78,6 +88,7 @@ class Analysis:
     scores: PatchScores  # what the planner and rate control order patches by
     indices: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine (H/4, W/4), medium, coarse
     alpha: bytes = b""  # the coded alpha plane (alpha_coding.py); empty for an opaque image
+    planner: str = DEFAULT_PLANNER  # whose scores these are (a quality level's threshold is in their units)
 
 
 # Version 3 files group their mask bits; versions 1 and 2 send them plain. Both are stateless.
@@ -111,9 +122,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise OptionsError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
 
 
-def _check_target(target_bpp: float | None, target_size: int | None, target_psnr: float | None = None) -> None:
-    if sum(target is not None for target in (target_bpp, target_size, target_psnr)) != 1:
-        raise OptionsError("give exactly one of target_bpp, target_size and target_psnr")
+def _check_target(
+    target_bpp: float | None, target_size: int | None, target_psnr: float | None = None, quality: float | None = None
+) -> None:
+    if sum(target is not None for target in (target_bpp, target_size, target_psnr, quality)) != 1:
+        raise OptionsError("give exactly one of target_bpp, target_size, target_psnr and quality")
+    if quality is not None and not 0 <= quality <= 100:
+        raise OptionsError(f"quality must be between 0 and 100, got {quality:g}")
     if target_bpp is not None and not target_bpp > 0:
         raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
     if target_size is not None and target_size < 1:
@@ -147,6 +162,11 @@ class Codec:
     @property
     def model_id(self) -> bytes:
         return self.model.model_id
+
+    @functools.cached_property
+    def quality_scale(self) -> QualityScale:
+        """The quality levels of these weights (quality.py), read on first use; ModelError when they have none."""
+        return load_scale(self.model.path, self.model_id.hex())
 
     # ----- encoding -----------------------------------------------------------------
     def analyse(
@@ -202,6 +222,7 @@ class Codec:
                 self._scores(rgb, maps, planner, source.alpha, on_progress),
                 maps,
                 pack_alpha(source.alpha) if source.alpha is not None else b"",
+                planner,
             )
             for source, rgb, maps in zip(sources, padded, indices, strict=True)
         ]
@@ -293,17 +314,22 @@ class Codec:
         metadata=(),
         target_psnr: float | None = None,
         planner: str = DEFAULT_PLANNER,
+        quality: float | None = None,
     ) -> EncodeResult:
         """One network pass, then the plan nearest target_bpp, the largest within target_size bytes,
-        or about the smallest whose decoded image reaches target_psnr dB.
+        about the smallest whose decoded image reaches target_psnr dB, or the plan of a quality level (0-100).
 
         Kept metadata counts: the whole file meets a size or bpp target. A PSNR
         target decodes candidate plans (about a dozen decoder passes, by
         bisection along the rate path) and reports the PSNR reached in `psnr`.
+        A quality level is one threshold on the planner's scores for every
+        image (quality.py): busy images get more bytes at the same level.
         """
-        _check_target(target_bpp, target_size, target_psnr)  # before the network pass, not after
+        _check_target(target_bpp, target_size, target_psnr, quality)  # before the network pass, not after
+        if quality is not None:
+            self.quality_scale.threshold(quality, planner)  # a missing scale fails before the network pass too
         analysis = self.analyse(image, tune, metadata, planner=planner)
-        return self.encode_analysis_to_target(analysis, target_bpp, target_size, target_psnr)
+        return self.encode_analysis_to_target(analysis, target_bpp, target_size, target_psnr, quality)
 
     def encode_analysis_to_target(
         self,
@@ -311,11 +337,15 @@ class Codec:
         target_bpp: float | None = None,
         target_size: int | None = None,
         target_psnr: float | None = None,
+        quality: float | None = None,
     ) -> EncodeResult:
         """encode_to_target for an image already analysed."""
-        _check_target(target_bpp, target_size, target_psnr)
+        _check_target(target_bpp, target_size, target_psnr, quality)
         path = self.rate_path(analysis)
         pixels = analysis.source.width * analysis.source.height
+        if quality is not None:
+            threshold = self.quality_scale.threshold(quality, analysis.planner)
+            return self.encode_choice(analysis, path, choose_for_threshold(path, threshold))
         if target_psnr is not None:
             choice, reached = choose_for_quality(path, lambda step: self._psnr_at(analysis, path, step), target_psnr)
             return dataclasses.replace(self.encode_choice(analysis, path, choice), psnr=reached)

@@ -35,7 +35,8 @@ from .tunes import DEFAULT_PLANNER
 
 @dataclass(frozen=True)
 class EncodeSettings:
-    """How to encode: at most one of ratios, target_bpp, target_size, target_psnr (ratios default to the codec's)."""
+    """How to encode: at most one of ratios, target_bpp, target_size, target_psnr, quality (ratios default to
+    the codec's)."""
 
     ratios: tuple[float, float, float] | None = None
     target_bpp: float | None = None
@@ -49,6 +50,7 @@ class EncodeSettings:
     planner: str = DEFAULT_PLANNER  # or "entropy": Codec.analyse_many
     metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
     target_psnr: float | None = None  # dB on the decoded image: Codec.encode_to_target
+    quality: float | None = None  # 0-100, one score threshold for every image: quality.py
     # (done, total) as a --tune psnr search, then the measured planner's passes, advance
     # (Codec.analyse_many; local runs only: it does not travel to workers).
     progress: Callable[[int, int], None] | None = field(default=None, compare=False)
@@ -207,9 +209,11 @@ def _write_one(
         if step is not None:
             path = codec.rate_path(analysis)
             result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
-        elif any(t is not None for t in (settings.target_bpp, settings.target_size, settings.target_psnr)):
+        elif any(
+            t is not None for t in (settings.target_bpp, settings.target_size, settings.target_psnr, settings.quality)
+        ):
             result = codec.encode_analysis_to_target(
-                analysis, settings.target_bpp, settings.target_size, settings.target_psnr
+                analysis, settings.target_bpp, settings.target_size, settings.target_psnr, settings.quality
             )
         else:
             result = codec.encode_analysis(analysis, ratios_to_ppm(settings.ratios or DEFAULT_RATIOS))

@@ -162,6 +162,14 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
         sys.exit(1)
 
 
+def _check_quality_scale(codec, quality: float, planner: str, reporter: Reporter) -> None:
+    try:
+        codec.quality_scale.threshold(quality, planner)
+    except CgicError as exc:
+        reporter.error(str(exc))
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-o", "--output", help="Output file, '-' for stdout, or a directory (several inputs).")
@@ -194,6 +202,13 @@ def _load_codec(weights: str | None, device: str, reporter: Reporter):
     type=click.FloatRange(min=0, max=100, min_open=True, max_open=True),
     help="Choose the ratios per image for about the smallest file whose decoded image reaches this PSNR (dB); "
     "decodes about a dozen candidates, so encoding takes a few seconds more.",
+)
+@click.option(
+    "--quality",
+    type=click.FloatRange(min=0, max=100),
+    help="Constant quality, 0-100: every image is cut at the same gain per token, so busy images get more bytes "
+    "and every batch looks alike (about 0.14 bpp on average at 50 and 0.35 at 80 on the Kodak photos; "
+    "100 sends everything fine).",
 )
 @click.option(
     "--budget",
@@ -269,6 +284,7 @@ def encode(
     target_bpp,
     target_size,
     target_psnr,
+    quality,
     budget,
     tune,
     planner,
@@ -291,8 +307,10 @@ def encode(
 
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
-    if sum(x is not None for x in (ratios, target_bpp, target_size, target_psnr)) > 1:
-        raise click.UsageError("--ratios, --target-bpp, --target-size and --target-psnr are alternatives: give one")
+    if sum(x is not None for x in (ratios, target_bpp, target_size, target_psnr, quality)) > 1:
+        raise click.UsageError(
+            "--ratios, --target-bpp, --target-size, --target-psnr and --quality are alternatives: give one"
+        )
     if budget == "dataset" and target_bpp is None:
         raise click.UsageError("--budget dataset needs --target-bpp")
     if force and skip_existing:
@@ -306,6 +324,8 @@ def encode(
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
     for note in file_plan.notes:
         reporter.warn(note)
+    if quality is not None:  # a model without a quality scale: one message, not one per file
+        _check_quality_scale(_load_codec(weights, device, reporter), quality, planner, reporter)
     settings = EncodeSettings(
         ratios,
         target_bpp,
@@ -318,6 +338,7 @@ def encode(
         metadata=metadata,
         target_psnr=target_psnr,
         planner=planner,
+        quality=quality,
     )
     if engine != "dask" and len(tasks) == 1 and not reporter.quiet:
         settings = dataclasses.replace(settings, progress=_progress_bar())

@@ -80,10 +80,10 @@ def _save(im: Image.Image, fp, filename) -> None:
     tune = options.get("tune", "perceptual")
     metadata = options.get("metadata", ())
     planner = options.get("planner", DEFAULT_PLANNER)
-    targets = [options.get(key) for key in ("target_bpp", "target_size", "target_psnr")]
+    targets = [options.get(key) for key in ("target_bpp", "target_size", "target_psnr", "quality")]
     if any(target is not None for target in targets):
         result = codec.encode_to_target(
-            im, *targets[:2], tune=tune, metadata=metadata, target_psnr=targets[2], planner=planner
+            im, *targets[:2], tune=tune, metadata=metadata, target_psnr=targets[2], planner=planner, quality=targets[3]
         )
     else:
         result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS), tune, metadata, planner)

@@ -217,6 +217,16 @@ def choose_for_size(path: RatePath, max_bytes: int) -> RateChoice:
     return RateChoice(step, int(path.sizes[step]), True)
 
 
+def choose_for_threshold(path: RateSummary, threshold: float) -> RateChoice:
+    """The step that takes every step whose threshold is at least `threshold` (a quality level, quality.py).
+
+    Step thresholds fall along the path, so this is a prefix: the plan the
+    planner makes when every cell gaining at least `threshold` per step goes finer.
+    """
+    step = int(np.count_nonzero(path.step_thresholds >= threshold))
+    return RateChoice(step, int(path.sizes[step]), True)
+
+
 # A quality search stops once the bracketing files differ by less than this share of the size:
 # a few more decodes would move the result by under half a percent of its bytes.
 QUALITY_SIZE_TOLERANCE = 0.005
