@@ -34,7 +34,7 @@ from .container import (
 from .errors import ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, check_pixel_count, load_image, to_pil
 from .index_coding import NeighbourRankCoding, UsageCoding
-from .inference import TiledNetwork
+from .inference import NetworkPass, TiledNetwork
 from .mask_coding import BitMasks, GroupedMasks
 from .measured import measured_scores
 from .metadata import attach, check_metadata_kinds
@@ -213,24 +213,24 @@ class Codec:
             check_pixel_count(source.width, source.height)
         padded = [pad_to_block(_coded_colour(source)) for source in sources]
         if tune == "psnr":
-            indices = [self.network.refined_indices(rgb, on_progress=on_progress) for rgb in padded]
+            passes = [NetworkPass(self.network.refined_indices(rgb, on_progress=on_progress)) for rgb in padded]
         else:
-            indices = self.network.encode_indices_many(padded)
+            passes = self.network.encode_indices_many(padded)
         return [
             Analysis(
                 source,
-                self._scores(rgb, maps, planner, source.alpha, on_progress),
-                maps,
+                self._scores(rgb, network_pass, planner, source.alpha, on_progress),
+                network_pass.indices,
                 pack_alpha(source.alpha) if source.alpha is not None else b"",
                 planner,
             )
-            for source, rgb, maps in zip(sources, padded, indices, strict=True)
+            for source, rgb, network_pass in zip(sources, padded, passes, strict=True)
         ]
 
     def _scores(
         self,
         rgb: np.ndarray,
-        indices: tuple[np.ndarray, np.ndarray, np.ndarray],
+        network_pass: NetworkPass,
         planner: str,
         alpha: np.ndarray | None = None,
         on_progress=None,
@@ -238,7 +238,7 @@ class Codec:
         if planner == "entropy":
             scores = patch_entropy(rgb)
         else:
-            scores = measured_scores(self.network, rgb, indices, on_progress)
+            scores = measured_scores(self.network, rgb, network_pass.indices, on_progress, network_pass.features)
         # Transparent patches are seen less (not at all at alpha 0), so they get tokens last.
         return scores if alpha is None else weight_by_visibility(scores, pad_to_block(alpha))
 

@@ -9,6 +9,7 @@ the device and back, and splits large images into overlapping tiles
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +19,16 @@ from .model import ControlGIC, Indices, MaskSet
 from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE, STRIDES
 from .refine import RefineSettings, refine_indices
 from .tiling import DEFAULT_TILES, TileSpec, plan_tiles
+
+
+@dataclass(frozen=True)
+class NetworkPass:
+    """One image through the encoder: its index maps (fine H/4, medium H/8, coarse H/16), and for an image
+    that was one tile in a pass of its own, the encoder's hidden maps at H/4 and H/8 of it, which the
+    measured planner compares its decodes against (feature_distances' `source_features`); else None."""
+
+    indices: tuple[np.ndarray, np.ndarray, np.ndarray]
+    features: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class TiledNetwork:
@@ -63,24 +74,30 @@ class TiledNetwork:
         indices = refine_indices(self.network, self._input(rgb[None]), latents, settings, on_progress)
         return tuple(i.cpu().numpy() for i in indices)
 
-    def encode_indices_many(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def encode_indices_many(self, images: list[np.ndarray]) -> list[NetworkPass]:
         """encode_indices of each image; images of one shape that fit in one tile share forward passes.
 
         A batch gives every image the same result as its own pass (per-sample
         convolutions; tests/test_batch.py checks it), so files stay byte-identical.
+        Those one-tile images also keep the encoder's hidden maps (NetworkPass.features).
         """
-        results: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(images)
+        results: list[NetworkPass | None] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = {}
         for number, rgb in enumerate(images):
             if len(plan_tiles(rgb.shape[0], rgb.shape[1], self.tiles)) == 1:
                 groups.setdefault(rgb.shape, []).append(number)
             else:
-                results[number] = self.encode_indices(rgb)
+                results[number] = NetworkPass(self.encode_indices(rgb))
         for members in groups.values():
-            indices = self.network.encode_indices(self._input(np.stack([images[n] for n in members])))
+            indices, features = self.network.encode_indices_and_features(
+                self._input(np.stack([images[n] for n in members]))
+            )
             maps = [i.cpu().numpy() for i in (indices.fine, indices.medium, indices.coarse)]
+            # Kept for an image in a pass of its own only: its planner pass is then the very same computation,
+            # where a batch's convolutions may round differently and move the planner's scores.
+            kept = features if len(members) == 1 else None
             for position, number in enumerate(members):
-                results[number] = tuple(m[position] for m in maps)
+                results[number] = NetworkPass(tuple(m[position] for m in maps), kept)
         return results
 
     def decode(
@@ -113,21 +130,31 @@ class TiledNetwork:
         return rgb
 
     def feature_distances(
-        self, source: np.ndarray, decoded: list[np.ndarray], on_tile: Callable[[], None] | None = None
+        self,
+        source: np.ndarray,
+        decoded: list[np.ndarray],
+        on_tile: Callable[[], None] | None = None,
+        source_features: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each decoded image, how far the encoder's features of it are from the source's: float64 (H/4, H/8) maps.
 
         LPIPS's recipe with cgic's own encoder in place of an ImageNet network:
         features unit-normalised over channels at every position, squared
         differences summed over channels. Images are padded uint8 (H, W, 3).
-        on_tile() is called after each tile.
+        on_tile() is called after each tile. source_features: the source's
+        hidden maps from its encoding pass (NetworkPass.features), which spare
+        one encoder pass when the image is one tile here too.
         """
         height, width = source.shape[:2]
         strides = (FINE_STRIDE, MEDIUM_STRIDE)
         maps = [tuple(np.zeros((height // s, width // s)) for s in strides) for _ in decoded]
+        tiles = plan_tiles(height, width, self.tiles)
         with torch.no_grad():
-            for tile in plan_tiles(height, width, self.tiles):
-                reference = self._unit_features(source[tile.context.scaled(1)])
+            for tile in tiles:
+                if source_features is not None and len(tiles) == 1:
+                    reference = [unit_normalise(f.float()) for f in source_features]
+                else:
+                    reference = self._unit_features(source[tile.context.scaled(1)])
                 for image, image_maps in zip(decoded, maps, strict=True):
                     features = self._unit_features(image[tile.context.scaled(1)])
                     for full, mine, theirs, stride in zip(image_maps, features, reference, strides, strict=True):

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from .inference import TiledNetwork
 from .planner import PatchScores
@@ -66,10 +67,12 @@ def measured_scores(
     rgb: np.ndarray,
     indices: tuple[np.ndarray, np.ndarray, np.ndarray],
     on_progress: Callable[[int, int], None] | None = None,
+    source_features: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> PatchScores:
     """Distortion gains of every 16x16 (coarse -> medium) and 8x8 (medium -> fine) patch of a padded image.
 
     on_progress(done, total) follows the tiles of the three decodes and of the feature pass.
+    source_features: the encoder's hidden maps of rgb from its encoding pass, if it was one tile (NetworkPass).
     """
     height, width = rgb.shape[:2]
     coarse_shape, medium_shape = (height // 16, width // 16), (height // 8, width // 8)
@@ -95,7 +98,7 @@ def measured_scores(
             distortion += np.float32(TEXTURE_WEIGHT) * np.abs(local_contrast(band)[inner] - source_contrast)
             sums8[level][top // 8 : bottom // 8] = cell_sums(distortion, 8)
     fine_weight, medium_weight = FEATURE_WEIGHTS
-    distances = network.feature_distances(rgb, list(decoded.values()), tile_done)
+    distances = network.feature_distances(rgb, list(decoded.values()), tile_done, source_features)
     for level, (at_fine, at_medium) in zip(decoded, distances, strict=True):
         sums8[level] += fine_weight * cell_sums(at_fine, 2) + medium_weight * at_medium
     sums16 = {level: cell_sums(sums, 2) for level, sums in sums8.items()}

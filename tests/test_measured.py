@@ -125,6 +125,27 @@ def test_feature_distances_are_zero_for_the_source_and_the_same_in_tiles(codec):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_the_encoding_pass_spares_the_planner_one_encoder_pass_with_the_same_scores(codec):
+    images = [pad_to_block(synthetic_photo(48, 64, seed=s)) for s in (1, 2)] + [pad_to_block(synthetic_photo(32, 64))]
+    passes = codec.network.encode_indices_many(images)
+    # Kept only for an image in a pass of its own (the third); the first two shared a batch.
+    assert passes[0].features is None and passes[1].features is None and passes[2].features is not None
+    alone = codec.network.encode_indices_many([images[0]])[0]
+    assert [f.shape[1:] for f in alone.features] == [(8, 12, 16), (16, 6, 8)]  # the tiny encoder at H/4 and H/8
+    calls = []
+    encoder = codec.network.network.encoder
+    original = encoder.features
+    encoder.features = lambda x: calls.append(1) or original(x)
+    try:
+        reused = measured_scores(codec.network, images[0], alone.indices, source_features=alone.features)
+        assert len(calls) == 3  # the three decodes only
+        recomputed = measured_scores(codec.network, images[0], alone.indices)
+    finally:
+        del encoder.features
+    np.testing.assert_array_equal(reused.medium, recomputed.medium)
+    np.testing.assert_array_equal(reused.coarse, recomputed.coarse)
+
+
 def test_bands_of_rows_give_the_scores_of_the_whole_image(codec, monkeypatch):
     rgb = pad_to_block(synthetic_photo(72, 40, seed=6))
     indices = codec.network.encode_indices(rgb)

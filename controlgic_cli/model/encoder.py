@@ -37,8 +37,11 @@ class Encoder(nn.Module):
         h4 = self.level4(self.stem(x))
         return h4, self.level8(self.down8(h4))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x in [-1, 1], (N, 3, H, W) with H, W multiples of 16 -> (z_fine, z_medium, z_coarse)."""
-        h4, h8 = self.features(x)
+    def heads(self, h4: torch.Tensor, h8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The latents from the hidden maps of features(): (z_fine, z_medium, z_coarse)."""
         h16 = self.level16(self.down16(h8))
         return self.fine_head(h4), self.medium_head(h8), self.coarse_head(h16)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x in [-1, 1], (N, 3, H, W) with H, W multiples of 16 -> (z_fine, z_medium, z_coarse)."""
+        return self.heads(*self.features(x))

@@ -86,10 +86,17 @@ class ControlGIC(nn.Module):
     @torch.no_grad()
     def encode_indices(self, x: torch.Tensor) -> Indices:
         """Indices of every cell at every granularity; the ratios only decide which are sent."""
-        z_fine, z_medium, z_coarse = self.encoder(x)
-        return Indices(
+        return self.encode_indices_and_features(x)[0]
+
+    @torch.no_grad()
+    def encode_indices_and_features(self, x: torch.Tensor) -> tuple[Indices, tuple[torch.Tensor, torch.Tensor]]:
+        """encode_indices, and the encoder's hidden maps at H/4 and H/8 it passed through (Encoder.features)."""
+        features = self.encoder.features(x)
+        z_fine, z_medium, z_coarse = self.encoder.heads(*features)
+        indices = Indices(
             self.quantizer.indices(z_fine), self.quantizer.indices(z_medium), self.quantizer.indices(z_coarse)
         )
+        return indices, features
 
     @torch.no_grad()
     def decode_indices(self, indices: Indices, masks: MaskSet) -> torch.Tensor:
