@@ -24,9 +24,10 @@ lowered LPIPS by another 1-4 % and DISTS by about 1 % at equal bpp, where an Ima
 AlexNet would have shipped that network's weights and their terms with the
 codec. docs/rate-control.md has the comparisons.
 
-The cost is three decoder passes and four passes through the encoder's first
-two levels per image at encode time; decoding a file is unchanged, and the
-scores are an encoder choice that files do not record.
+The cost is three decoder passes and three passes through the encoder's first
+two levels per image at encode time (the source's come from its encoding pass
+when the image is one tile; else a fourth); decoding a file is unchanged, and
+the scores are an encoder choice that files do not record.
 """
 
 from __future__ import annotations
