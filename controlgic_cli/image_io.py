@@ -282,8 +282,8 @@ def tensor_to_array(tensor) -> np.ndarray:
         raise ImageError(f"unsupported image type {type(tensor).__name__}")
     tensor = tensor.detach().cpu()
     if tensor.ndim == 3:
-        if tensor.shape[0] not in (1, 3, 4):
-            raise ImageError(f"tensor must be (C, H, W) with C in 1, 3, 4, or (H, W); got {tuple(tensor.shape)}")
+        if tensor.shape[0] not in (1, 2, 3, 4):
+            raise ImageError(f"tensor must be (C, H, W) with C in 1, 2, 3, 4, or (H, W); got {tuple(tensor.shape)}")
         tensor = tensor.permute(1, 2, 0)
     elif tensor.ndim != 2:
         raise ImageError(f"tensor must be (C, H, W) or (H, W), got {tuple(tensor.shape)}")
@@ -299,15 +299,17 @@ def tensor_to_array(tensor) -> np.ndarray:
 def _from_array(array: np.ndarray) -> SourceImage:
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or array.shape[0] == 0 or array.shape[1] == 0:
-        raise ImageError(f"array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}")
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"array must be (H, W) or (H, W, C) with C in 1, 2, 3, 4, got {array.shape}")
     if array.dtype == np.uint16:
         array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
     elif array.dtype != np.uint8:
         raise ImageError(f"array must be uint8 or uint16, got {array.dtype}")
-    alpha = _transparent_or_none(array[..., 3]) if array.shape[2] == 4 else None
-    grey = array.shape[2] == 1
-    rgb = np.repeat(array, 3, axis=2) if grey else array[..., :3]
+    # Channels as Pillow's modes: L, LA, RGB, RGBA.
+    channels = array.shape[2]
+    alpha = _transparent_or_none(array[..., -1]) if channels in (2, 4) else None
+    grey = channels in (1, 2)
+    rgb = np.repeat(array[..., :1], 3, axis=2) if grey else array[..., :3]
     # A copy: the caller's array must not change under an analysis that keeps it.
     return SourceImage(np.array(rgb, dtype=np.uint8, order="C"), _colour_mode(grey, alpha is not None), alpha=alpha)
 

@@ -345,6 +345,13 @@ def test_array_rgb_non_contiguous_is_copied_correctly():
     assert loaded.colour_mode == COLOUR_RGB and loaded.warnings == []
 
 
+def test_array_with_two_channels_is_grey_and_alpha():
+    la = np.random.default_rng(2).integers(0, 256, (5, 7, 2), dtype=np.uint8)
+    loaded = load_image(la)
+    assert_grey(loaded, la[..., 0], COLOUR_GREY_ALPHA)
+    np.testing.assert_array_equal(loaded.alpha, la[..., 1])
+
+
 def test_array_rgba_keeps_alpha():
     rgba = np.random.default_rng(1).integers(0, 256, (6, 8, 4), dtype=np.uint8)
     loaded = load_image(rgba)
@@ -371,7 +378,6 @@ def test_array_uint16_is_scaled_by_1_over_257():
         np.zeros((4, 4), np.float32),
         np.zeros((4, 4, 3), np.int32),
         np.zeros((4, 4, 3), bool),
-        np.zeros((4, 4, 2), np.uint8),
         np.zeros((4, 4, 5), np.uint8),
         np.zeros((0, 4, 3), np.uint8),
         np.zeros((4, 0), np.uint8),
@@ -386,7 +392,6 @@ def test_array_uint16_is_scaled_by_1_over_257():
         "float32",
         "int32",
         "bool",
-        "two-channels",
         "five-channels",
         "empty-h",
         "empty-w",
@@ -590,6 +595,8 @@ def test_torch_tensors_in_torchvision_layout():
     assert np.array_equal(load_image(chw.float() / 255).rgb, rgb)
     grey = load_image(chw[0])
     assert grey.colour_mode == COLOUR_GREY and np.array_equal(grey.rgb[..., 1], rgb[..., 0])
+    with_alpha = load_image(chw[:2])  # (2, H, W): grey and alpha, as Pillow's LA
+    assert with_alpha.colour_mode == COLOUR_GREY_ALPHA and np.array_equal(with_alpha.alpha, rgb[..., 1])
     for bad, message in (
         (torch.zeros(5, 4, 4), "C, H, W"),
         (torch.zeros(1, 1, 3, 4, 4), "C, H, W"),
