@@ -229,9 +229,9 @@ def _parse_records(data: bytes, version: int) -> tuple[bytes, ImageMetadata]:
         raise FormatError("invalid .cgic file: version 2 without metadata records")
     alpha = b""
     if version == FORMAT_VERSION_ALPHA:
-        if len(data) < _RECORD_HEAD.size or data[: len(ALPHA_RECORD_TYPE)] != ALPHA_RECORD_TYPE:
+        code, length = _RECORD_HEAD.unpack_from(data) if len(data) >= _RECORD_HEAD.size else (b"", 0)
+        if code != ALPHA_RECORD_TYPE:
             raise FormatError("invalid .cgic file: version 4 without its alpha record")
-        (length,) = struct.unpack_from("<I", data, len(ALPHA_RECORD_TYPE))
         if length == 0 or length > len(data) - _RECORD_HEAD.size:
             raise FormatError(
                 f"invalid .cgic alpha record: says {length} bytes, {len(data) - _RECORD_HEAD.size} remain"

@@ -7,8 +7,9 @@ What happens to each kind of input (also in README "Input images"):
   48-bit RGB PNG             Pillow itself reduces it to 8 bits (keeps the high byte)
   RGBA, LA, P + transparency alpha is coded losslessly beside the colour (alpha_coding.py),
                              decoded as RGBA (or LA); an alpha of 255 everywhere is dropped
-                             (decoded as RGB or L). Colour under transparent pixels is coded
-                             as stored, at the planner's lowest priority
+                             (decoded as RGB or L). Colour under fully transparent pixels is
+                             replaced by an extension of the visible colour (transparency.py)
+                             and planned coarse first
   P (palette), CMYK, YCbCr   converted to RGB by Pillow
   embedded colour profile    RGB and CMYK images whose ICC profile is not sRGB are converted
                              to sRGB (relative colorimetric), with a note; decoded as sRGB.
