@@ -65,6 +65,32 @@ def test_sample_round_trip_through_the_cli(tmp_path):
     assert piped.returncode == 0 and piped.stdout == (tmp_path / "s.cgic").read_bytes()
 
 
+def test_a_cutout_at_a_quality_level_through_the_cli(tmp_path):
+    """The shipped model and scale: transparency kept exactly, the visible part decoded recognisably."""
+    original = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    height, width = original.shape[:2]
+    yy, xx = np.mgrid[:height, :width]
+    inside = (yy - height / 2) ** 2 / (0.4 * height) ** 2 + (xx - width / 2) ** 2 / (0.4 * width) ** 2 < 1
+    alpha = np.where(inside, 255, 0).astype(np.uint8)
+    alpha[inside & (np.abs(xx - width / 2) < 3)] = 128  # some partial transparency too
+    rgba = np.dstack([np.where(inside[..., None], original, 0), alpha]).astype(np.uint8)  # black where unseen
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    sizes = []
+    for level in ("40", "80"):
+        out = tmp_path / f"q{level}.cgic"
+        encoded = cgic("encode", tmp_path / "cutout.png", "-o", out, "--quality", level)
+        assert encoded.returncode == 0, encoded.stderr.decode()
+        sizes.append(out.stat().st_size)
+    assert sizes[0] < sizes[1]
+    decoded = cgic("decode", tmp_path / "q80.cgic", "-o", tmp_path / "back.png")
+    assert decoded.returncode == 0, decoded.stderr.decode()
+    back = np.asarray(Image.open(tmp_path / "back.png"))
+    assert back.shape == (height, width, 4)
+    np.testing.assert_array_equal(back[..., 3], alpha)
+    seen = alpha > 0
+    assert psnr(original[seen][None], back[..., :3][seen][None]) >= MIN_SAMPLE_PSNR_DB
+
+
 def test_presets_rise_in_bitrate_and_encode_deterministically(codec):
     analysis = codec.analyse(SAMPLE)
     sizes = [len(codec.encode_analysis(analysis, ratios_to_ppm(r)).data) for r in PRESETS]
