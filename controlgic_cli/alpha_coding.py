@@ -21,7 +21,7 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 from .errors import FormatError, ImageError
 
@@ -83,6 +83,8 @@ def _decode_tile(webp: bytes, width: int, height: int) -> np.ndarray:
     # A lossless WebP without extended features is "RIFF....WEBP" followed by one VP8L chunk.
     if webp[:4] != b"RIFF" or webp[8:12] != b"WEBP" or webp[_RIFF_HEAD : _RIFF_HEAD + 4] != b"VP8L":
         raise FormatError("invalid .cgic alpha record: a tile is not a lossless WebP image")
+    if not features.check("webp"):  # the file is fine; this Pillow was built without libwebp
+        raise ImageError("cannot decode the alpha channel: this Pillow cannot read WebP")
     try:
         with warnings.catch_warnings():
             # The size is checked against the header before any pixel is decoded, so Pillow's

@@ -24,7 +24,7 @@ from controlgic_cli.container import (
     HEADER_SIZE,
     parse_file,
 )
-from controlgic_cli.errors import FormatError
+from controlgic_cli.errors import FormatError, ImageError
 from controlgic_cli.planner import PatchScores, weight_by_visibility
 from controlgic_cli.transparency import fill_invisible
 
@@ -119,6 +119,13 @@ def test_damaged_alpha_planes_give_a_format_error_or_a_plane(data):
     except FormatError:
         return
     assert plane.shape == (24, 40) and plane.dtype == np.uint8
+
+
+def test_a_pillow_without_webp_says_so_instead_of_calling_the_file_damaged(monkeypatch):
+    data = pack_alpha(cutout(8, 8))
+    monkeypatch.setattr(alpha_coding.features, "check", lambda name: name != "webp")
+    with pytest.raises(ImageError, match="this Pillow cannot read WebP"):
+        unpack_alpha(data, 8, 8)
 
 
 def test_a_tile_claiming_a_huge_size_is_refused_before_decoding():
