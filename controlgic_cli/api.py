@@ -53,7 +53,7 @@ from .rate import (
     rate_path,
 )
 from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
-from .tiling import DEFAULT_TILES, TileSpec
+from .tiling import DEFAULT_TILES, Box, TileSpec
 from .transparency import fill_invisible
 from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
@@ -107,6 +107,29 @@ def pad_to_block(image: np.ndarray) -> np.ndarray:
 def _coded_colour(source: SourceImage) -> np.ndarray:
     """The colour the network codes: the source's, with a smooth fill where it is fully transparent."""
     return source.rgb if source.alpha is None else fill_invisible(source.rgb, source.alpha)
+
+
+Crop = tuple[int, int, int, int]  # left, top, width, height in pixels
+
+
+def _crop_box(crop: Crop | None, width: int, height: int) -> Box:
+    """The pixels to decode: the whole image, or a crop that must lie inside it."""
+    if crop is None:
+        return Box(0, 0, height, width)
+    left, top, crop_width, crop_height = (int(v) for v in crop)
+    if (
+        crop_width < 1
+        or crop_height < 1
+        or left < 0
+        or top < 0
+        or left + crop_width > width
+        or top + crop_height > height
+    ):
+        raise OptionsError(
+            f"crop {left},{top},{crop_width},{crop_height} (left, top, width, height) is not inside the "
+            f"{width}x{height} image"
+        )
+    return Box(top, left, top + crop_height, left + crop_width)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -405,14 +428,20 @@ class Codec:
         return EncodeResult(result.data, result.stats, warnings, target_reached=choice.reachable)
 
     # ----- decoding -----------------------------------------------------------------
-    def decode_array(self, data: bytes) -> tuple[np.ndarray, CgicHeader]:
-        """.cgic bytes -> uint8 (H, W, 3), or (H, W, 4) with alpha last for a file with transparency, and the header."""
-        rgb, alpha, header, _metadata = self._decode(data)
+    def decode_array(self, data: bytes, crop: Crop | None = None) -> tuple[np.ndarray, CgicHeader]:
+        """.cgic bytes -> uint8 (H, W, 3), or (H, W, 4) with alpha last for a file with transparency, and the header.
+
+        crop: (left, top, width, height) in pixels, to decode only that part (Codec.decode).
+        """
+        rgb, alpha, header, _metadata = self._decode(data, crop)
         return (rgb if alpha is None else np.dstack([rgb, alpha])), header
 
-    def _decode(self, data: bytes) -> tuple[np.ndarray, np.ndarray | None, CgicHeader, ImageMetadata]:
+    def _decode(
+        self, data: bytes, crop: Crop | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, CgicHeader, ImageMetadata]:
         """.cgic bytes -> uint8 RGB (H, W, 3), the alpha plane (H, W) or None, the header and any metadata."""
         header, sections = parse_file(data)
+        region = _crop_box(crop, header.width, header.height)
         # Version 1 and 2 files name the weights without their rank tables, which they do not use.
         coding, loaded_id = (
             (self.index_coding, self.model_id) if sections.rank_coded else (self.usage_coding, self.model.base_model_id)
@@ -441,18 +470,24 @@ class Codec:
         ]
         # The alpha plane first: a damaged one fails before the network runs.
         alpha = unpack_alpha(sections.alpha, header.width, header.height) if sections.alpha else None
-        rgb = self.network.decode(tuple(maps), coarse_mask, medium_mask)
-        return np.ascontiguousarray(rgb[: header.height, : header.width]), alpha, header, sections.metadata
+        rgb = self.network.decode(tuple(maps), coarse_mask, medium_mask, region=region)
+        if alpha is not None:
+            alpha = np.ascontiguousarray(alpha[region.scaled(1)])
+        return rgb, alpha, header, sections.metadata
 
-    def decode(self, data: bytes) -> Image.Image:
-        """.cgic bytes -> PIL image; a kept profile, Exif and XMP are in its info, where Pillow's savers look."""
-        rgb, alpha, header, metadata = self._decode(data)
+    def decode(self, data: bytes, crop: Crop | None = None) -> Image.Image:
+        """.cgic bytes -> PIL image; a kept profile, Exif and XMP are in its info, where Pillow's savers look.
+
+        crop: (left, top, width, height) in pixels: only that part, with the pixels of a whole decode, at the
+        cost of the tiles it meets (2048 px squares), so large photos decode a detail quickly.
+        """
+        rgb, alpha, header, metadata = self._decode(data, crop)
         return attach(to_pil(rgb, header.colour_mode, alpha), metadata)
 
-    def decode_tensor(self, data: bytes) -> torch.Tensor:
+    def decode_tensor(self, data: bytes, crop: Crop | None = None) -> torch.Tensor:
         """.cgic bytes -> float (3, H, W) in [0, 1], (4, H, W) with alpha (torchvision's layout; grey sources have
-        equal channels)."""
-        pixels, _ = self.decode_array(data)
+        equal channels). crop as for decode."""
+        pixels, _ = self.decode_array(data, crop)
         return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
 
 

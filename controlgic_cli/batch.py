@@ -113,15 +113,17 @@ def finished_earlier(task: FileTask, skip_existing: bool) -> bool:
     return skip_existing and task.target != STDIO and os.path.exists(task.target)
 
 
-def decode_file(task: FileTask, codec, overwrite: bool = False, skip_existing: bool = False) -> FileOutcome:
+def decode_file(
+    task: FileTask, codec, overwrite: bool = False, skip_existing: bool = False, crop: tuple | None = None
+) -> FileOutcome:
     """Read, decode and atomically write one .cgic file (image format from the target's suffix); never raises
-    for bad input or I/O trouble."""
+    for bad input or I/O trouble. crop: (left, top, width, height) to decode only that part (Codec.decode)."""
     if finished_earlier(task, skip_existing):
         return skipped(task)
     started = time.perf_counter()
     try:
         check_target(task.target, overwrite)
-        image = codec.decode(read_source(task.source))
+        image = codec.decode(read_source(task.source), crop)
         write_target(task.target, encode_image_file(image, task.target), overwrite)
     except (CgicError, OSError) as exc:
         return FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())

@@ -60,6 +60,23 @@ class RatiosType(click.ParamType):
             self.fail(f"{message} (expected fine,medium,coarse such as 0.3,0.6,0.1)", param, ctx)
 
 
+class CropType(click.ParamType):
+    """`x,y,w,h`: left, top, width and height in pixels, like dwebp's -crop."""
+
+    name = "X,Y,W,H"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            crop = tuple(int(p.strip()) for p in str(value).split(","))
+        except ValueError:
+            crop = ()
+        if len(crop) != 4 or min(crop) < 0 or min(crop[2:]) < 1:
+            self.fail(f"{value!r} is not left,top,width,height in pixels (such as 0,0,512,512)", param, ctx)
+        return crop
+
+
 class MetadataType(click.ParamType):
     """`none`, `all` or a comma list of icc, exif, xmp."""
 
@@ -473,6 +490,12 @@ def _encode_summary(outcome, verbose: bool) -> str:
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @skip_existing_option
 @click.option(
+    "--crop",
+    type=CropType(),
+    help="Decode only this part, left,top,width,height in pixels: the same pixels as a whole decode, "
+    "and on a large photo only the 2048 px tiles it meets run (a detail of 24 MP in a fraction of the time).",
+)
+@click.option(
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
@@ -481,7 +504,9 @@ def _encode_summary(outcome, verbose: bool) -> str:
 )
 @model_options
 @common_options
-def decode(inputs, output, recursive, force, skip_existing, jobs, weights, device, verbose, quiet, as_json) -> None:
+def decode(
+    inputs, output, recursive, force, skip_existing, crop, jobs, weights, device, verbose, quiet, as_json
+) -> None:
     """Decode .cgic files (or '-' for stdin) to PNG."""
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
@@ -496,7 +521,9 @@ def decode(inputs, output, recursive, force, skip_existing, jobs, weights, devic
 
     # Threads overlap one file's decoder pass with another's PNG writing: 24 Kodak files decoded
     # in 8.5-9.0 s on two threads against 12.5-13.2 s one at a time (session 11, two cores).
-    outcomes = run_ordered(lambda task: decode_file(task, codec, force, skip_existing), tasks, jobs or default_jobs())
+    outcomes = run_ordered(
+        lambda task: decode_file(task, codec, force, skip_existing, crop), tasks, jobs or default_jobs()
+    )
     _report_outcomes(outcomes, len(tasks), reporter, _decode_summary, verbose=verbose)
 
 

@@ -18,7 +18,7 @@ from .metrics.lpips import unit_normalise
 from .model import ControlGIC, Indices, MaskSet
 from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE, STRIDES
 from .refine import RefineSettings, refine_indices
-from .tiling import DEFAULT_TILES, TileSpec, plan_tiles
+from .tiling import DEFAULT_TILES, Box, TileSpec, plan_tiles
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,22 @@ class TiledNetwork:
         coarse_mask: np.ndarray,
         medium_mask: np.ndarray,
         on_tile: Callable[[], None] | None = None,
+        region: Box | None = None,
     ) -> np.ndarray:
         """Index maps (unsent cells may hold anything) and bool masks -> uint8 (H, W, 3) of the padded image.
 
-        on_tile() is called after each tile (progress on a large photo).
+        on_tile() is called after each tile (progress on a large photo). region:
+        a box of pixels to decode instead of the whole image: only the tiles
+        whose core meets it run, each exactly as in a whole decode, so the
+        pixels are those of the whole decode and the cost is that of its tiles.
         """
         height, width = (s * COARSE_STRIDE for s in coarse_mask.shape)
-        rgb = np.empty((height, width, 3), np.uint8)
+        region = region or Box(0, 0, height, width)
+        rgb = np.empty((region.height, region.width, 3), np.uint8)
         for tile in plan_tiles(height, width, self.tiles):
+            wanted = tile.core.intersection(region)
+            if wanted is None:
+                continue
             maps = [
                 torch.from_numpy(np.ascontiguousarray(full[tile.context.scaled(stride)]))[None].to(self.device)
                 for full, stride in zip(indices, STRIDES, strict=True)
@@ -124,7 +132,7 @@ class TiledNetwork:
             )
             x_hat = self.network.decode_indices(Indices(*maps), masks)[0]
             part = x_hat.float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-            rgb[tile.core.scaled(1)] = part[tile.core.within(tile.context, 1)]
+            rgb[wanted.within(region, 1)] = part[wanted.within(tile.context, 1)]
             if on_tile is not None:
                 on_tile()
         return rgb

@@ -53,6 +53,12 @@ class Box:
         """Row and column slices of this box on a grid with the given stride (1 = pixels)."""
         return slice(self.top // stride, self.bottom // stride), slice(self.left // stride, self.right // stride)
 
+    def intersection(self, other: Box) -> Box | None:
+        """The pixels both boxes cover, or None when they do not meet."""
+        top, left = max(self.top, other.top), max(self.left, other.left)
+        bottom, right = min(self.bottom, other.bottom), min(self.right, other.right)
+        return Box(top, left, bottom, right) if top < bottom and left < right else None
+
     def within(self, outer: Box, stride: int) -> tuple[slice, slice]:
         """Slices of this box inside an array that covers `outer`, at the given stride."""
         return (

@@ -118,3 +118,27 @@ def test_decoded_png_is_a_real_png(codec):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     assert Image.open(io.BytesIO(buffer.getvalue())).size == (30, 20)
+
+
+def test_a_crop_decodes_the_pixels_of_the_whole_decode_from_the_tiles_it_meets(tiny_rank_weights, monkeypatch):
+    from controlgic_cli.tiling import TileSpec
+
+    codec = Codec(tiny_rank_weights, device="cpu", tiles=TileSpec(core=32, margin=32))
+    rgba = np.dstack([synthetic_photo(70, 100, seed=8), np.arange(7000, dtype=np.uint8).reshape(70, 100)])
+    data = codec.encode(rgba).data
+    whole, _ = codec.decode_array(data)
+    decoded_tiles = []
+    original = codec.network.network.decode_indices
+    monkeypatch.setattr(codec.network.network, "decode_indices", lambda *a: decoded_tiles.append(1) or original(*a))
+    for left, top, width, height in [(0, 0, 100, 70), (5, 7, 20, 11), (31, 0, 2, 70), (99, 69, 1, 1), (40, 30, 60, 40)]:
+        decoded_tiles.clear()
+        part, _ = codec.decode_array(data, (left, top, width, height))
+        np.testing.assert_array_equal(part, whole[top : top + height, left : left + width])
+        assert part.shape == (height, width, 4)
+        if (width, height) == (1, 1):
+            assert len(decoded_tiles) == 1  # of 12 tiles (3 x 4 of at most 32 px)
+    assert codec.decode(data, (5, 7, 20, 11)).size == (20, 11)
+    assert tuple(codec.decode_tensor(data, (5, 7, 20, 11)).shape) == (4, 11, 20)
+    for crop in [(0, 0, 101, 70), (-1, 0, 5, 5), (0, 0, 0, 5), (95, 60, 6, 5)]:
+        with pytest.raises(OptionsError, match="is not inside the 100x70 image"):
+            codec.decode(data, crop)

@@ -386,3 +386,22 @@ def test_decoding_a_folder_on_two_threads_writes_what_one_thread_writes(tmp_path
     assert lines[1] == lines[2] == [str(tmp_path / "coded" / f"img{i}.cgic") for i in range(4)]  # input order
     for i in range(4):
         assert (tmp_path / "out1" / f"img{i}.png").read_bytes() == (tmp_path / "out2" / f"img{i}.png").read_bytes()
+
+
+def test_decode_crop(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(40, 56))
+    run(["encode", src, "--weights", tiny_weights])
+    whole = run(["decode", tmp_path / "in.cgic", "-o", tmp_path / "whole.png", "--weights", tiny_weights])
+    part = run(
+        ["decode", tmp_path / "in.cgic", "-o", tmp_path / "part.png", "--crop", "8,4,20,30", "--weights", tiny_weights]
+    )
+    assert whole.exit_code == 0 and part.exit_code == 0, part.output
+    expected = np.asarray(Image.open(tmp_path / "whole.png"))[4:34, 8:28]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "part.png")), expected)
+    outside = run(
+        ["decode", tmp_path / "in.cgic", "-o", tmp_path / "x.png", "--crop", "50,0,10,10", "--weights", tiny_weights]
+    )
+    assert outside.exit_code == 1 and "is not inside the 56x40 image" in outside.stderr
+    assert not (tmp_path / "x.png").exists()
+    for bad in ("1,2,3", "a,b,c,d", "0,0,0,4", "-1,0,4,4"):
+        assert run(["decode", tmp_path / "in.cgic", "--crop", bad, "--weights", tiny_weights]).exit_code == 2
