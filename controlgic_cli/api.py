@@ -105,7 +105,7 @@ def pad_to_block(image: np.ndarray) -> np.ndarray:
 
 
 def _coded_colour(source: SourceImage) -> np.ndarray:
-    """The colour the network codes: the source's, with a smooth fill where it is fully transparent."""
+    """The colour the network codes: the source's, filled from the visible colour where it is fully transparent."""
     return source.rgb if source.alpha is None else fill_invisible(source.rgb, source.alpha)
 
 

@@ -5,13 +5,15 @@ Where alpha is 0 the colour is never seen, and files often hold black there
 receptive field reaches across that edge, so a black surround darkens the
 visible pixels beside it: on a Kodak photo cut out with an anti-aliased mask,
 black under the transparent part cost 0.7-0.8 dB of PSNR over the visible
-pixels at equal file size (docs/format.md §13). Filling those pixels with a
-smooth extension of the visible colour removes the edge: the same PSNR as
-the photo's own colour there, at the same size.
+pixels at equal file size (docs/format.md §13). Filling those pixels with an
+extension of the visible colour removes the edge: the same PSNR as the
+photo's own colour there, at the same size.
 
 The extension is push-pull (the pyramid fill of lumigraph rendering): average
 the visible colours into ever coarser levels, then fill every hole from the
-coarser level above it. The first halving is done in bands of rows from the
+coarser level above it, so a hidden pixel takes the mean visible colour of
+the smallest pyramid cell around it that has any (blocky far from an edge,
+where nothing sees it, and the nearby colour at the edge). The first halving is done in bands of rows from the
 uint8 image, so a 100-megapixel photo needs no full-size float copy.
 """
 
@@ -24,7 +26,7 @@ _EMPTY_GREY = 128  # the colour of an image with no visible pixel at all: flat c
 
 
 def fill_invisible(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) with every pixel of alpha 0 replaced by a smooth extension of the visible ones."""
+    """uint8 (H, W, 3) with every pixel of alpha 0 replaced by an extension of the visible ones (push-pull)."""
     hidden = alpha == 0
     if not hidden.any():
         return rgb
