@@ -174,6 +174,14 @@ def list_image_files(folder: str | Path) -> list[Path]:
 
 
 def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceImage:
+    with warnings.catch_warnings():
+        # Converting a palette image whose tRNS chunk lists several transparent entries makes Pillow
+        # advise converting it to RGBA, which is what happens here; the advice is not for the user.
+        warnings.filterwarnings("ignore", "Palette images with Transparency", UserWarning)
+        return _read_pil(im, name, metadata)
+
+
+def _read_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceImage:
     notes = []
     if im.format == "CGIC":  # pillow_plugin.FORMAT, when the plugin is registered
         notes.append(f"{name}: already a .cgic file: decoded and coded again, losing detail (to read it: cgic decode)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -206,6 +207,15 @@ def test_palette_with_transparency_keeps_palette_colours_and_alpha():
     np.testing.assert_array_equal(loaded.rgb, PALETTE_RGB)
     assert loaded.colour_mode == COLOUR_RGB_ALPHA
     np.testing.assert_array_equal(loaded.alpha, np.where((PALETTE_RGB == (0, 255, 0)).all(axis=2), 0, 255))
+
+
+def test_palette_with_several_transparent_entries_is_read_without_a_python_warning():
+    data = encoded(palette_image(), transparency=bytes([255, 0, 128, 255]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_image(data)
+    assert loaded.alpha.tolist() == [[255, 0, 128, 255], [255, 128, 0, 255]]
+    np.testing.assert_array_equal(loaded.rgb, PALETTE_RGB)
 
 
 def test_rgb_and_grey_with_trns_chunk_keep_their_transparent_colour_as_alpha():
