@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
@@ -97,6 +98,13 @@ class Reporter:
     def __init__(self, quiet: bool, verbose: bool, as_json: bool, stdout_is_data: bool):
         self.quiet, self.verbose, self.as_json = quiet, verbose, as_json
         self.stdout_is_data = stdout_is_data
+        # A library's Python warning (Pillow on an odd file, say) reads like any other warning:
+        # one line, no source location unless -v.
+        warnings.showwarning = self._python_warning
+
+    def _python_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
+        where = f" ({category.__name__} at {filename}:{lineno})" if self.verbose else ""
+        self.warn(f"{message}{where}")
 
     def line(self, text: str) -> None:
         if not self.quiet:

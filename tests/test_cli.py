@@ -405,3 +405,26 @@ def test_decode_crop(tmp_path, tiny_weights):
     assert not (tmp_path / "x.png").exists()
     for bad in ("1,2,3", "a,b,c,d", "0,0,0,4", "-1,0,4,4"):
         assert run(["decode", tmp_path / "in.cgic", "--crop", bad, "--weights", tiny_weights]).exit_code == 2
+
+
+def test_python_warnings_from_libraries_read_as_one_cgic_line(tmp_path, tiny_weights, monkeypatch):
+    import warnings
+
+    from controlgic_cli import image_io
+
+    src = save_png(tmp_path / "in.png", synthetic_photo(24, 24))
+    original = image_io._read_pil
+
+    def warn_then_read(*args):
+        warnings.warn("something odd in this file", UserWarning, stacklevel=1)
+        return original(*args)
+
+    monkeypatch.setattr(image_io, "_read_pil", warn_then_read)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        result = run(["encode", src, "--weights", tiny_weights])
+        quiet = run(["encode", src, "-f", "-q", "--weights", tiny_weights])
+    assert result.exit_code == 0
+    assert "cgic: warning: something odd in this file\n" in result.stderr
+    assert "UserWarning" not in result.stderr and "warn(" not in result.stderr
+    assert quiet.stderr == ""
