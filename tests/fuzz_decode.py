@@ -105,6 +105,10 @@ def main() -> None:
         # Version 3 (neighbour-rank streams), with and without metadata records.
         seeds.append(codec.encode(source, (0.3, 0.6, 0.1)).data)
         seeds.append(codec.encode(synthetic_photo(48, 64, seed=6), (0.2, 0.5, 0.3)).data)
+        # Version 4 (an alpha record before the metadata records), RGBA and grey with alpha.
+        cutout = np.where(np.add.outer(np.arange(32), np.arange(48)) < 40, 255, 0).astype(np.uint8)
+        seeds.append(codec.encode(dataclasses.replace(source, alpha=cutout, colour_mode=3), (0.3, 0.6, 0.1)).data)
+        seeds.append(codec.encode(np.dstack([synthetic_photo(32, 48, seed=7)[..., 0], cutout]), (0.5, 0.4, 0.1)).data)
     rng = np.random.default_rng(args.seed)
     outcomes: collections.Counter[str] = collections.Counter()
     crashes, slowest = [], 0.0
