@@ -32,12 +32,12 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .container import (
-    ALPHA_COLOUR_MODES,
     COLOUR_GREY,
     COLOUR_GREY_ALPHA,
     COLOUR_RGB,
     COLOUR_RGB_ALPHA,
     COLOUR_RGB_ALPHA_DROPPED,
+    DECODED_PIL_MODES,
     ImageMetadata,
 )
 from .errors import ImageError
@@ -324,11 +324,15 @@ def _from_array(array: np.ndarray) -> SourceImage:
 
 
 def to_pil(rgb: np.ndarray, colour_mode: int, alpha: np.ndarray | None = None) -> Image.Image:
-    """Decoded uint8 RGB (and alpha) -> the PIL image a user gets back: RGB, L, RGBA or LA as the source was."""
+    """Decoded uint8 RGB (and alpha) -> the PIL image a user gets back: RGB, L, RGBA or LA as the source was.
+
+    Without the alpha plane an alpha colour mode gives its colour part alone (RGB or L).
+    """
+    mode = DECODED_PIL_MODES[colour_mode]
     image = Image.fromarray(rgb, "RGB")
-    if colour_mode in (COLOUR_GREY, COLOUR_GREY_ALPHA):
+    if mode.startswith("L"):
         image = image.convert("L")
-    if alpha is not None and colour_mode in ALPHA_COLOUR_MODES:
+    if alpha is not None and mode.endswith("A"):
         image.putalpha(Image.fromarray(alpha, "L"))
     return image
 

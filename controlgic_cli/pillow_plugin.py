@@ -19,16 +19,13 @@ import io
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .container import COLOUR_GREY, COLOUR_GREY_ALPHA, COLOUR_RGB_ALPHA, MAGIC, parse_file
+from .container import DECODED_PIL_MODES, MAGIC, parse_file
 from .errors import CgicError, FormatError
 from .metadata import attach
 from .ratios import ppm_to_ratios
 
 FORMAT = "CGIC"
 MIME = "image/x-cgic"
-
-
-_PIL_MODES = {COLOUR_GREY: "L", COLOUR_RGB_ALPHA: "RGBA", COLOUR_GREY_ALPHA: "LA"}
 
 
 def _accept(prefix: bytes) -> bool:
@@ -51,7 +48,7 @@ class CgicImageFile(ImageFile.ImageFile):
             ) from None
         self._cgic_data = data
         self._size = (header.width, header.height)
-        self._mode = _PIL_MODES.get(header.colour_mode, "RGB")
+        self._mode = DECODED_PIL_MODES[header.colour_mode]
         self.info["cgic_ratios"] = ppm_to_ratios(header.ratios)
         self.info["cgic_model_id"] = header.model_id.hex()
         self.info["cgic_rate_controlled"] = header.rate_controlled
