@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .errors import CgicError
 from .fileio import STDIO, check_target, read_source, write_target
-from .image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format
+from .image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format, resize_source
 from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
 from .ratios import NAMES as GRANULARITY_NAMES
@@ -51,6 +51,7 @@ class EncodeSettings:
     metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
     target_psnr: float | None = None  # dB on the decoded image: Codec.encode_to_target
     quality: float | None = None  # 0-100, one score threshold for every image: quality.py
+    resize: tuple[int, int] | None = None  # (width, height) before coding, a side of 0 keeping the aspect ratio
     # (done, total) as a --tune psnr search, then the measured planner's passes, advance
     # (Codec.analyse_many; local runs only: it does not travel to workers).
     progress: Callable[[int, int], None] | None = field(default=None, compare=False)
@@ -167,8 +168,7 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
             continue
         try:
             check_target(task.target, settings.overwrite)
-            source = load_image(read_source(task.source), settings.metadata)
-            loaded.append((position, source, time.perf_counter() - began))
+            loaded.append((position, _load(task, settings), time.perf_counter() - began))
         except (CgicError, OSError) as exc:
             outcomes[position] = FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
     if loaded:
@@ -177,6 +177,12 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
             task, step = items[position]
             outcomes[position] = _write_one(task, settings, source, analysis, step, alone + shared)
     return outcomes
+
+
+def _load(task: FileTask, settings: EncodeSettings) -> SourceImage:
+    """The image to code: the input as read, resized when the settings ask."""
+    source = load_image(read_source(task.source), settings.metadata)
+    return source if settings.resize is None else resize_source(source, settings.resize)
 
 
 def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> tuple[list, float]:
@@ -255,7 +261,7 @@ def summarise_files(tasks: list[FileTask], settings: EncodeSettings) -> list[Fil
     loaded = []  # (position, SourceImage)
     for position, task in enumerate(tasks):
         try:
-            loaded.append((position, load_image(read_source(task.source), settings.metadata)))
+            loaded.append((position, _load(task, settings)))
         except (CgicError, OSError) as exc:
             summaries[position] = FileSummary(task, None, 0, error_text(exc))
     if loaded:

@@ -78,6 +78,23 @@ class CropType(click.ParamType):
         return crop
 
 
+class ResizeType(click.ParamType):
+    """`WxH` in pixels, a side of 0 keeping the aspect ratio (cwebp's -resize)."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            size = tuple(int(p.strip()) for p in str(value).lower().split("x"))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 0 or max(size) == 0:
+            self.fail(f"{value!r} is not WIDTHxHEIGHT in pixels (such as 1600x0; 0 keeps the aspect ratio)", param, ctx)
+        return size
+
+
 class MetadataType(click.ParamType):
     """`none`, `all` or a comma list of icc, exif, xmp."""
 
@@ -269,6 +286,12 @@ def _check_quality_scale(codec, quality: float, planner: str, reporter: Reporter
     "decoding writes them back). Without icc, a non-sRGB photo is converted to sRGB. Orientation is applied "
     "to the pixels either way.",
 )
+@click.option(
+    "--resize",
+    type=ResizeType(),
+    help="Resample each image to WIDTHxHEIGHT pixels before coding (Lanczos); a side of 0 keeps the aspect "
+    "ratio, as in 1600x0.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @skip_existing_option
 @click.option(
@@ -314,6 +337,7 @@ def encode(
     tune,
     planner,
     metadata,
+    resize,
     force,
     skip_existing,
     manifest,
@@ -364,6 +388,7 @@ def encode(
         target_psnr=target_psnr,
         planner=planner,
         quality=quality,
+        resize=resize,
     )
     if engine != "dask" and len(tasks) == 1 and not reporter.quiet:
         settings = dataclasses.replace(settings, progress=_progress_bar())

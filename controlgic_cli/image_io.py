@@ -103,6 +103,40 @@ def check_pixel_count(width: int, height: int, name: str | None = None) -> None:
         )
 
 
+def resized_size(width: int, height: int, request: tuple[int, int]) -> tuple[int, int]:
+    """The size a (width, height) request gives, by cwebp's -resize rule: a side of 0 keeps the aspect ratio."""
+    wanted_width, wanted_height = request
+    if wanted_width == 0:
+        wanted_width = max(1, round(width * wanted_height / height))
+    if wanted_height == 0:
+        wanted_height = max(1, round(height * wanted_width / width))
+    return wanted_width, wanted_height
+
+
+def resize_source(source: SourceImage, request: tuple[int, int]) -> SourceImage:
+    """The image resampled (Lanczos) to the size resized_size gives; the same object when that is its size.
+
+    Colour is resampled weighted by alpha (Pillow premultiplies RGBA for it),
+    so the colour hidden under transparent pixels does not bleed into the
+    visible edge.
+    """
+    width, height = resized_size(source.width, source.height, request)
+    if (width, height) == (source.width, source.height):
+        return source
+    check_pixel_count(width, height)
+    if source.alpha is None:
+        image = Image.fromarray(source.rgb, "RGB")
+    else:
+        image = Image.fromarray(np.dstack([source.rgb, source.alpha]), "RGBA")
+    pixels = np.asarray(image.resize((width, height), Image.Resampling.LANCZOS))
+    if source.alpha is None:
+        return dataclasses.replace(source, rgb=np.ascontiguousarray(pixels))
+    alpha = _transparent_or_none(pixels[..., 3])
+    grey = source.colour_mode == COLOUR_GREY_ALPHA
+    rgb = np.ascontiguousarray(pixels[..., :3])
+    return dataclasses.replace(source, rgb=rgb, alpha=alpha, colour_mode=_colour_mode(grey, alpha is not None))
+
+
 # torch tensors are accepted too ((C, H, W) float in [0, 1] or uint8), without importing torch here.
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 

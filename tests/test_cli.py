@@ -428,3 +428,23 @@ def test_python_warnings_from_libraries_read_as_one_cgic_line(tmp_path, tiny_wei
     assert "cgic: warning: something odd in this file\n" in result.stderr
     assert "UserWarning" not in result.stderr and "warn(" not in result.stderr
     assert quiet.stderr == ""
+
+
+def test_resize_codes_the_resampled_image(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(48, 64))
+    result = run(["encode", src, "--resize", "32x0", "-o", tmp_path / "a.cgic", "--weights", tiny_weights, "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["width"], record["height"]) == (32, 24)
+    assert run(["decode", tmp_path / "a.cgic", "-o", tmp_path / "a.png", "--weights", tiny_weights]).exit_code == 0
+    assert Image.open(tmp_path / "a.png").size == (32, 24)
+    # The same as resizing first and coding the result.
+    Image.open(src).resize((32, 24), Image.Resampling.LANCZOS).save(tmp_path / "small.png")
+    assert run(["encode", tmp_path / "small.png", "-o", tmp_path / "b.cgic", "--weights", tiny_weights]).exit_code == 0
+    assert (tmp_path / "a.cgic").read_bytes() == (tmp_path / "b.cgic").read_bytes()
+
+
+@pytest.mark.parametrize("value", ["0x0", "32", "32x-1", "axb", "32x24x1"])
+def test_resize_values_that_are_not_a_size_are_usage_errors(tmp_path, value):
+    result = run(["encode", tmp_path / "in.png", "--resize", value])
+    assert result.exit_code == 2 and "--resize" in result.stderr

@@ -643,3 +643,52 @@ def test_heif_without_a_reader_names_the_missing_extra(monkeypatch):
         load_image(not_decodable)
     with pytest.raises(ImageError, match="not an image Pillow can read"):
         load_image(b"\x00\x00\x00\x18ftypisom" + bytes(40))
+
+
+@pytest.mark.parametrize(
+    ("size", "request_", "expected"),
+    [
+        ((640, 480), (320, 0), (320, 240)),
+        ((640, 480), (0, 120), (160, 120)),
+        ((640, 480), (100, 100), (100, 100)),
+        ((3, 1000), (1, 0), (1, 333)),
+        ((1000, 3), (10, 0), (10, 1)),  # never a side of 0
+    ],
+)
+def test_resized_size_follows_cwebps_rule(size, request_, expected):
+    assert image_io.resized_size(*size, request_) == expected
+
+
+def test_resize_source_resamples_colour_and_keeps_the_kind_of_image():
+    photo = load_image(synthetic_photo(48, 64))
+    half = image_io.resize_source(photo, (32, 0))
+    assert (half.width, half.height) == (32, 24) and half.colour_mode == COLOUR_RGB and half.alpha is None
+    # Lanczos of a smooth photo stays close to its box-averaged half.
+    boxed = photo.rgb.astype(np.float64).reshape(24, 2, 32, 2, 3).mean(axis=(1, 3))
+    assert np.abs(half.rgb - boxed).mean() < 6
+    assert image_io.resize_source(photo, (64, 48)) is photo
+    grey = image_io.resize_source(load_image(synthetic_photo(48, 64)[..., 0]), (0, 20))
+    assert grey.colour_mode == COLOUR_GREY and (grey.rgb[..., 0] == grey.rgb[..., 2]).all()
+
+
+def test_resize_source_weights_colour_by_alpha():
+    # Visible red beside invisible green: the green must not tint the resampled edge.
+    pixels = np.zeros((16, 32, 4), np.uint8)
+    pixels[:, :16] = (255, 0, 0, 255)
+    pixels[:, 16:] = (0, 255, 0, 0)
+    small = image_io.resize_source(load_image(pixels), (10, 0))
+    assert small.colour_mode == COLOUR_RGB_ALPHA and small.alpha is not None
+    visible = small.alpha > 0
+    assert (small.rgb[visible][:, 1] == 0).all() and (small.rgb[visible][:, 0] == 255).all()
+    opaque = load_image(np.dstack([synthetic_photo(16, 32), np.full((16, 32), 200, np.uint8)]))
+    assert image_io.resize_source(opaque, (8, 4)).colour_mode == COLOUR_RGB_ALPHA
+    # An alpha that resamples to 255 everywhere is dropped, as on reading.
+    edge = np.full((16, 32), 255, np.uint8)
+    edge[0, 0] = 254
+    plain = image_io.resize_source(load_image(np.dstack([synthetic_photo(16, 32), edge])), (4, 2))
+    assert plain.alpha is None and plain.colour_mode == COLOUR_RGB
+
+
+def test_resize_source_refuses_a_size_beyond_the_pixel_limit():
+    with pytest.raises(ImageError, match="megapixels"):
+        image_io.resize_source(load_image(synthetic_photo(16, 16)), (20_000, 0))
