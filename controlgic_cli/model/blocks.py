@@ -53,7 +53,11 @@ class SpatialNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         cond = resize_condition(cond, x.shape[-2:])
-        return torch.addcmul(self.to_shift(cond), self.norm(x), 1 + self.to_scale(cond))
+        # One conv for both: the condition is read once (the same values as two convs).
+        weight = torch.cat([self.to_scale.weight, self.to_shift.weight])
+        bias = torch.cat([self.to_scale.bias, self.to_shift.bias])
+        scale, shift = F.conv2d(cond, weight, bias).chunk(2, dim=1)
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
 
 
 def resize_condition(cond: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:

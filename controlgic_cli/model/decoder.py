@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ResBlock, SpatialNorm
+from .blocks import ResBlock, SpatialNorm, resize_condition
 from .config import ModelConfig
 
 
@@ -74,12 +74,26 @@ class Decoder(nn.Module):
         cond = torch.cat(
             [z_hat, fine, F.interpolate(medium, scale_factor=2.0), F.interpolate(coarse, scale_factor=4.0)], dim=1
         )
-        h = self.stage16(self.conv_in(F.avg_pool2d(z_hat, 4)), cond)
+        h = self.conv_in(F.avg_pool2d(z_hat, 4))
+        h = self.stage16(h, _condition_like(cond, h))
         h = self.up8(h)
         h = h * (1 - medium) + self.lift8(F.avg_pool2d(z_hat, 2)) * medium
-        h = self.stage8(h, cond)
+        h = self.stage8(h, _condition_like(cond, h))
         h = self.up4(h)
         h = h * (1 - fine) + self.lift4(z_hat) * fine
-        h = self.stage4(h, cond)
-        h = self.stage2(self.up2(h), cond)
-        return self.shuffle_out(self.conv_out(F.silu(self.norm_out(h, cond))))
+        h = self.stage4(h, _condition_like(cond, h))
+        h = self.up2(h)
+        cond2 = _condition_like(cond, h)
+        h = self.stage2(h, cond2)
+        return self.shuffle_out(self.conv_out(F.silu(self.norm_out(h, cond2))))
+
+
+def _condition_like(cond: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """The condition at the features' resolution and in their memory format, made once for all norms there.
+
+    Each norm would otherwise resize it again, and each of its two 1x1 convs
+    convert it to the network's channels_last layout again (the values are the same).
+    """
+    resized = resize_condition(cond, features.shape[-2:])
+    channels_last = features.is_contiguous(memory_format=torch.channels_last) and features.shape[1] > 1
+    return resized.contiguous(memory_format=torch.channels_last) if channels_last else resized
