@@ -32,7 +32,7 @@ from .container import (
     read_header,
 )
 from .errors import ModelError, OptionsError
-from .image_io import ImageSource, SourceImage, check_pixel_count, load_image, to_pil
+from .image_io import ImageSource, SourceImage, check_codable_size, check_pixel_count, load_image, to_pil
 from .index_coding import NeighbourRankCoding, UsageCoding
 from .inference import NetworkPass, TiledNetwork
 from .mask_coding import BitMasks, GroupedMasks
@@ -233,7 +233,7 @@ class Codec:
                 source.without_alpha("these weights have no rank tables, which alpha files need") for source in sources
             ]
         for source in sources:
-            check_pixel_count(source.width, source.height)
+            check_codable_size(source.width, source.height)
         padded = [pad_to_block(_coded_colour(source)) for source in sources]
         if tune == "psnr":
             passes = [NetworkPass(self.network.refined_indices(rgb, on_progress=on_progress)) for rgb in padded]

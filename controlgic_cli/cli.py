@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -31,7 +32,7 @@ from .container import (
 from .errors import CgicError, OptionsError
 from .file_plan import FilePlan, plan_tasks
 from .fileio import STDIO, read_source
-from .image_io import IMAGE_SUFFIXES
+from .image_io import IMAGE_SUFFIXES, output_format
 from .metadata import parse_metadata_kinds
 from .ratios import ppm_to_ratios, validate_ratios
 from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
@@ -192,6 +193,27 @@ def _plan_jobs(
         return plan_tasks(inputs, output, suffixes, out_suffix, recursive)
     except OptionsError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _check_manifest(manifest: str, tasks) -> None:
+    """UsageError for a --manifest that cannot work, before any image is coded."""
+    if manifest == STDIO:
+        raise click.UsageError("--manifest takes a file name; --json prints the same records on stdout")
+    path = Path(manifest)
+    if not path.parent.is_dir():
+        raise click.UsageError(f"--manifest {manifest}: its folder does not exist")
+    if any(task.target != STDIO and os.path.abspath(task.target) == os.path.abspath(manifest) for task in tasks):
+        raise click.UsageError(f"--manifest {manifest}: that is where an output goes")
+    if path.is_file() and path.stat().st_size:
+        # Appending to an existing manifest resumes it; appending to anything else would damage a user's file.
+        with path.open("rb") as existing:
+            first_line = existing.readline(1 << 16)
+        try:
+            is_manifest = isinstance(json.loads(first_line), dict)
+        except ValueError:
+            is_manifest = False
+        if not is_manifest:
+            raise click.UsageError(f"--manifest {manifest}: the file exists and is not a manifest (JSON lines)")
 
 
 def _load_codec(weights: str | None, device: str, reporter: Reporter):
@@ -368,6 +390,8 @@ def encode(
         raise click.UsageError("--address needs --engine dask")
     file_plan = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic", recursive)
     tasks = file_plan.tasks
+    if manifest is not None:
+        _check_manifest(manifest, tasks)
     if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
         raise click.UsageError("--engine dask reads and writes files, not '-'")
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
@@ -443,7 +467,7 @@ def _report_outcomes(
 
     batch = total > 1
     progress = tqdm(total=total, file=sys.stderr, disable=None if batch and not reporter.quiet else True)
-    manifest_file = open(manifest, "a", encoding="utf-8") if manifest else None  # noqa: SIM115
+    manifest_file = None  # opened at the first file written, so a run that writes none leaves no manifest
     failures = skips = 0
     try:
         for outcome in outcomes:
@@ -465,7 +489,9 @@ def _report_outcomes(
                 reporter.warn(f"{task.source}: {note}")
             _progress_line(progress, reporter, batch, summarise(outcome, verbose))
             reporter.record({**outcome.record, "ok": True})
-            if manifest_file is not None:
+            if manifest is not None:
+                if manifest_file is None:
+                    manifest_file = open(manifest, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
                 keys = ("input", "output", "bytes", "bpp", "ratios", "seconds")
                 manifest_file.write(json.dumps({k: outcome.record[k] for k in keys}) + "\n")
                 manifest_file.flush()
@@ -547,6 +573,11 @@ def decode(
         raise click.UsageError("-f and --skip-existing are opposites: give one")
     file_plan = _plan_jobs(inputs, output, {".cgic"}, ".png", recursive)
     tasks = file_plan.tasks
+    for task in tasks:
+        try:
+            output_format(task.target)
+        except CgicError as exc:
+            raise click.UsageError(str(exc)) from None
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
     for note in file_plan.notes:
         reporter.warn(note)

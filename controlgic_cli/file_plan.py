@@ -46,7 +46,7 @@ def _list_inputs(
     path below the directory. A directory without input files adds a line to `notes`.
     """
     found: list[tuple[str, PurePath]] = []
-    batch = len(inputs) > 1
+    batch = False  # a directory makes a batch, and so do several files
     for item in inputs:
         path = Path(item)
         if item != STDIO and path.is_dir():
@@ -57,6 +57,8 @@ def _list_inputs(
                 notes.append(_empty_folder_note(path, suffixes, recursive))
         else:
             found.append((item, PurePath("stdin" if item == STDIO else path.stem)))
+    found = _without_repeats(found)
+    batch = batch or len(found) > 1
     if batch and any(source == STDIO for source, _ in found):
         raise OptionsError("'-' (stdin) cannot be mixed with other inputs")
     return found, batch
@@ -76,19 +78,67 @@ def plan_tasks(
         source, name = found[0]
         if output is None:
             target = STDIO if source == STDIO else str(Path(source).with_suffix(out_suffix))
-        elif output != STDIO and Path(output).is_dir():
+        elif output != STDIO and (Path(output).is_dir() or _names_a_folder(output)):
+            _make_folders([Path(output)])
             target = str(Path(output) / (name.name + out_suffix))
         else:
             target = output
-        return FilePlan([FileTask(source, target)])
+        tasks = [FileTask(source, target)]
+        _refuse_overwriting_inputs(tasks)
+        return FilePlan(tasks)
     if output == STDIO:
         raise OptionsError("-o - (stdout) takes a single input, not several files or a directory")
+    if output is not None and not Path(output).is_dir() and Path(output).suffix and not _names_a_folder(output):
+        # `-o all.cgic` for several inputs is more likely a slip than a folder name.
+        raise OptionsError(
+            f"-o {output}: several inputs write into a folder, and this looks like a file name "
+            f"(end it with {os.sep} to make a folder of that name)"
+        )
     tasks = [FileTask(source, _batch_target(source, name, output, out_suffix)) for source, name in found]
     _refuse_clashes(tasks)
+    _refuse_overwriting_inputs(tasks)
     if output is not None:
-        for folder in sorted({Path(output), *(Path(task.target).parent for task in tasks)}):
-            folder.mkdir(parents=True, exist_ok=True)
+        _make_folders(sorted({Path(output), *(Path(task.target).parent for task in tasks)}))
     return FilePlan(tasks, notes)
+
+
+def _names_a_folder(output: str) -> bool:
+    """A trailing slash says the output is a folder, whether or not it exists yet."""
+    return output.endswith(("/", os.sep))
+
+
+def _make_folders(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise OptionsError(f"-o {folder}: a file of that name is in the way of the output folder") from None
+        except OSError as exc:
+            raise OptionsError(f"-o {folder}: cannot make the output folder ({exc.strerror})") from None
+
+
+def _without_repeats(found: list[tuple[str, PurePath]]) -> list[tuple[str, PurePath]]:
+    """The inputs with a file named twice (`x.png x.png`, or a folder and a file in it) kept once."""
+    seen, kept = set(), []
+    for source, name in found:
+        key = source if source == STDIO else os.path.normcase(os.path.realpath(source))
+        if key not in seen:
+            seen.add(key)
+            kept.append((source, name))
+    return kept
+
+
+def _refuse_overwriting_inputs(tasks: list[FileTask]) -> None:
+    """-f must not let an output replace an input (`cgic encode x.png -o x.png -f`), not even through a link."""
+    for task in tasks:
+        if STDIO in (task.source, task.target):
+            continue
+        try:
+            same = os.path.samefile(task.source, task.target)
+        except OSError:  # one of them does not exist (yet)
+            same = False
+        if same:
+            raise OptionsError(f"{task.source}: the output would replace the input")
 
 
 def _empty_folder_note(folder: Path, suffixes: set[str], recursive: bool) -> str:

@@ -3,7 +3,10 @@ writing outputs so a user's file is never half-written or clobbered.
 
 Data goes to a hidden temporary file in the destination folder and is moved
 into place only when complete. Without overwrite, the move is a hard link,
-which fails atomically if the name was taken meanwhile.
+which fails atomically if the name was taken meanwhile. A symbolic link is
+written through (the file it points to is replaced, the link stays), and a
+character device or pipe that exists (/dev/null, a FIFO) is written into
+directly: there is no file there to clobber or to leave half-written.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -52,25 +56,60 @@ def write_target(target: str, data: bytes, overwrite: bool) -> None:
 
 
 def check_target(target: str | Path, overwrite: bool) -> None:
-    """OSError unless target (not stdout) can be written: its folder exists, and it does not or may be overwritten.
+    """OSError unless target (not stdout) can be written: its folder exists and is writable, and it does not
+    exist or may be overwritten (or is a device or pipe, written into).
 
     Callers check before the work too, so an output that cannot be written costs no network pass.
     """
     if str(target) == STDIO:
         return
-    path = Path(target)
+    path = _through_links(Path(target))
+    kind = _existing_kind(path)
+    if kind == "stream":
+        return
+    if kind == "folder":
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(target))
+    if kind == "other":
+        raise OSError(errno.EINVAL, "is not a regular file (a block device or socket?)", str(target))
     if not path.parent.is_dir():
         # Said before mkstemp fails with the name of a temporary file the user never asked for.
         raise FileNotFoundError(errno.ENOENT, "output folder does not exist", str(path.parent))
-    if not overwrite and path.exists():
+    if kind == "file" and not overwrite:
         raise FileExistsError(errno.EEXIST, "file exists (use -f to overwrite)", str(target))
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(errno.EACCES, "cannot write in the output folder", str(path.parent))
+
+
+def _through_links(path: Path) -> Path:
+    """The path a symbolic link leads to (so the link stays a link), else the path itself."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _existing_kind(path: Path) -> str | None:
+    """None when nothing is there; else "file", "folder", "stream" (character device or FIFO) or "other"."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "stream" if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) else "other"
 
 
 def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Write bytes to `path` all at once; FileExistsError if it exists and overwrite is False."""
-    path = Path(path)
     check_target(path, overwrite)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    path = _through_links(Path(path))
+    if _existing_kind(path) == "stream":
+        with open(path, "wb") as stream:
+            stream.write(data)
+        return
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise _about(exc, path) from None
     tmp = Path(tmp_name)
     try:
         # mkstemp creates 0600 files; outputs get the usual umask-based mode, like open() would give.
@@ -83,9 +122,18 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
             os.replace(tmp, path)
         else:
             _move_without_overwrite(tmp, path)
+    except OSError as exc:
+        raise _about(exc, path) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """The error naming the output the user asked for, not the hidden temporary file beside it."""
+    if exc.filename is not None and Path(exc.filename).name.endswith(".part"):
+        return type(exc)(exc.errno, exc.strerror, str(path))
+    return exc
 
 
 def _move_without_overwrite(tmp: Path, path: Path) -> None:

@@ -38,6 +38,7 @@ from .container import (
     COLOUR_RGB_ALPHA,
     COLOUR_RGB_ALPHA_DROPPED,
     DECODED_PIL_MODES,
+    MAX_DIMENSION,
     ImageMetadata,
 )
 from .errors import ImageError
@@ -103,6 +104,16 @@ def check_pixel_count(width: int, height: int, name: str | None = None) -> None:
         )
 
 
+def check_codable_size(width: int, height: int) -> None:
+    """ImageError for an image to encode that a .cgic file cannot hold: check_pixel_count, and sides.
+
+    Not checked on reading, so --resize can still bring a long panorama within the limits.
+    """
+    check_pixel_count(width, height)
+    if max(width, height) > MAX_DIMENSION:
+        raise ImageError(f"{width}x{height} has a side over {MAX_DIMENSION} pixels, the most a .cgic file holds")
+
+
 def resized_size(width: int, height: int, request: tuple[int, int]) -> tuple[int, int]:
     """The size a (width, height) request gives, by cwebp's -resize rule: a side of 0 keeps the aspect ratio."""
     wanted_width, wanted_height = request
@@ -123,7 +134,7 @@ def resize_source(source: SourceImage, request: tuple[int, int]) -> SourceImage:
     width, height = resized_size(source.width, source.height, request)
     if (width, height) == (source.width, source.height):
         return source
-    check_pixel_count(width, height)
+    check_codable_size(width, height)
     if source.alpha is None:
         image = Image.fromarray(source.rgb, "RGB")
     else:
@@ -389,8 +400,17 @@ OUTPUT_FORMATS = {
 
 
 def output_format(target: str) -> str:
-    """The Pillow format a decoded image is written in: from the target's suffix, PNG for stdout or unknown ones."""
-    return OUTPUT_FORMATS.get(Path(target).suffix.lower(), "PNG")
+    """The Pillow format a decoded image is written in: from the target's suffix, PNG for stdout or no suffix.
+
+    ImageError for a suffix cgic does not write (.gif, say), rather than PNG bytes under that name.
+    """
+    suffix = Path(target).suffix.lower()
+    if not suffix and not target.endswith("."):
+        return "PNG"
+    if suffix not in OUTPUT_FORMATS:
+        known = ", ".join(sorted(OUTPUT_FORMATS))
+        raise ImageError(f"cannot write {Path(target).name!r}: decoded images are written as one of {known}")
+    return OUTPUT_FORMATS[suffix]
 
 
 def loses_alpha(image: Image.Image, target: str) -> bool:
@@ -406,6 +426,8 @@ def encode_image_file(image: Image.Image, target: str) -> bytes:
     alpha gets the image composited over white (loses_alpha).
     """
     fmt = output_format(target)
+    if fmt == "PPM" and Path(target).suffix.lower() == ".pgm" and image.mode not in ("L", "LA"):
+        raise ImageError(f"{Path(target).name}: a .pgm file holds grey, and this image is in colour (use .ppm)")
     options = save_options(read_metadata(image, frozenset(METADATA_KINDS)), fmt)
     if loses_alpha(image, target):
         image = flatten_over_white(image)

@@ -190,8 +190,10 @@ class RateChoice:
 def choose_for_bpp(path: RatePath, target_bpp: float, pixels: int) -> RateChoice:
     """The step whose bpp is nearest the target (the lower step on a tie)."""
     bpp = 8.0 * path.sizes / pixels
-    step = int(np.argmin(np.abs(bpp - target_bpp)))
     low, high = float(bpp.min()), float(bpp.max())
+    # Clipped first: from a target of 1e20 every difference rounds to the same float, and the tie would go
+    # to the smallest file.
+    step = int(np.argmin(np.abs(bpp - min(max(target_bpp, low), high))))
     if target_bpp < low or target_bpp > high:
         return RateChoice(
             step,

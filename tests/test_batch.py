@@ -204,3 +204,25 @@ def test_a_single_item_keeps_all_threads():
         assert list(run_ordered(lambda _: torch.get_num_threads(), ["a", "b"], jobs=2)) == [shared, shared]
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_manifest_that_cannot_work_is_refused_before_any_coding(tmp_path, folder, tiny_weights):
+    photo = folder / "img0.png"
+    image_file = tmp_path / "photo.jpg"
+    image_file.write_bytes(b"\xff\xd8 a user's photo, not a manifest")
+    for manifest, message in (
+        ("-", "--json"),
+        (tmp_path / "missing" / "m.jsonl", "folder does not exist"),
+        (tmp_path / "a.cgic", "where an output goes"),
+        (image_file, "not a manifest"),
+    ):
+        result = run(["encode", photo, "-o", tmp_path / "a.cgic", "--manifest", manifest, "--weights", tiny_weights])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert not (tmp_path / "a.cgic").exists()
+    assert image_file.read_bytes() == b"\xff\xd8 a user's photo, not a manifest"
+
+
+def test_a_run_that_writes_nothing_leaves_no_manifest(tmp_path, folder, tiny_weights):
+    manifest = tmp_path / "m.jsonl"
+    result = run(["encode", folder / "broken.png", "--manifest", manifest, "--weights", tiny_weights])
+    assert result.exit_code == 1 and not manifest.exists()

@@ -113,7 +113,7 @@ def test_missing_output_folder_is_one_line_naming_it(tmp_path, tiny_weights):
     src = save_png(tmp_path / "in.png", synthetic_photo(32, 32))
     assert run(["encode", src, "--weights", tiny_weights]).exit_code == 0
     for command, source in (("encode", src), ("decode", tmp_path / "in.cgic")):
-        result = run([command, source, "-o", tmp_path / "missing" / "out.x", "--weights", tiny_weights])
+        result = run([command, source, "-o", tmp_path / "missing" / "out.png", "--weights", tiny_weights])
         assert result.exit_code == 1
         assert result.stderr.count("\n") == 1 and "output folder does not exist" in result.stderr
         assert str(tmp_path / "missing") in result.stderr and ".part" not in result.stderr
@@ -448,3 +448,26 @@ def test_resize_codes_the_resampled_image(tmp_path, tiny_weights):
 def test_resize_values_that_are_not_a_size_are_usage_errors(tmp_path, value):
     result = run(["encode", tmp_path / "in.png", "--resize", value])
     assert result.exit_code == 2 and "--resize" in result.stderr
+
+
+def test_decoding_to_a_suffix_cgic_does_not_write_is_a_usage_error(tmp_path, tiny_weights):
+    src = save_png(tmp_path / "in.png", synthetic_photo(16, 16))
+    assert run(["encode", src, "--weights", tiny_weights]).exit_code == 0
+    result = run(["decode", tmp_path / "in.cgic", "-o", tmp_path / "out.gif", "--weights", tiny_weights])
+    assert result.exit_code == 2 and "cannot write 'out.gif'" in result.stderr
+    assert not (tmp_path / "out.gif").exists()
+
+
+def test_a_side_longer_than_a_header_holds_is_refused_before_the_network(tmp_path, tiny_weights, monkeypatch):
+    src = save_png(tmp_path / "long.png", np.full((2, 70_000, 3), 128, np.uint8))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network ran")
+
+    monkeypatch.setattr("controlgic_cli.inference.TiledNetwork.encode_indices_many", no_network)
+    result = run(["encode", src, "--weights", tiny_weights])
+    assert result.exit_code == 1 and "side over 65535 pixels" in result.stderr
+    assert result.stderr.count("\n") == 1
+    # Resizing brings it within the limit.
+    monkeypatch.undo()
+    assert run(["encode", src, "--resize", "7000x0", "--weights", tiny_weights]).exit_code == 0

@@ -86,8 +86,10 @@ def test_single_inputs_keep_their_mapping(tmp_path):
     assert plan_tasks(("-",), None, IMAGE_SUFFIXES, ".cgic").tasks[0].target == "-"
     with pytest.raises(OptionsError, match="stdin"):
         plan_tasks(("-", str(photo)), None, IMAGE_SUFFIXES, ".cgic")
+    other = tmp_path / "y.png"
+    other.write_bytes(photo.read_bytes())
     with pytest.raises(OptionsError, match="stdout"):
-        plan_tasks((str(photo), str(photo)), "-", IMAGE_SUFFIXES, ".cgic")
+        plan_tasks((str(photo), str(other)), "-", IMAGE_SUFFIXES, ".cgic")
 
 
 def test_cli_round_trip_of_a_tree(tmp_path, tiny_weights):
@@ -138,3 +140,43 @@ def test_cli_warns_about_an_empty_folder(tmp_path, tiny_weights):
     result = run(["encode", tmp_path / "empty", "--weights", tiny_weights])
     assert result.exit_code == 0
     assert "no images in it (its subfolders are left out without -R)" in result.stderr
+
+
+def test_a_trailing_slash_makes_the_output_a_folder_even_for_one_input(tmp_path):
+    photo = touch(tmp_path / "x.png")
+    plan = plan_tasks((str(photo),), str(tmp_path / "new") + "/", IMAGE_SUFFIXES, ".cgic")
+    assert plan.tasks[0].target == str(tmp_path / "new" / "x.cgic") and (tmp_path / "new").is_dir()
+    stdin_plan = plan_tasks(("-",), str(tmp_path / "from-stdin") + "/", IMAGE_SUFFIXES, ".cgic")
+    assert stdin_plan.tasks[0].target == str(tmp_path / "from-stdin" / "stdin.cgic")
+
+
+def test_several_inputs_need_a_folder_output(tmp_path):
+    a, b = touch(tmp_path / "a.png"), touch(tmp_path / "b.png")
+    (tmp_path / "notes").write_text("a file in the way")
+    with pytest.raises(OptionsError, match="in the way"):
+        plan_tasks((str(a), str(b)), str(tmp_path / "notes"), IMAGE_SUFFIXES, ".cgic")
+    with pytest.raises(OptionsError, match="in the way|cannot make"):
+        plan_tasks((str(a), str(b)), str(tmp_path / "notes" / "sub"), IMAGE_SUFFIXES, ".cgic")
+    with pytest.raises(OptionsError, match="looks like a file name"):
+        plan_tasks((str(a), str(b)), str(tmp_path / "all.cgic"), IMAGE_SUFFIXES, ".cgic")
+    assert not (tmp_path / "all.cgic").exists()
+    plan = plan_tasks((str(a), str(b)), str(tmp_path / "all.cgic") + "/", IMAGE_SUFFIXES, ".cgic")
+    assert [Path(t.target).name for t in plan.tasks] == ["a.cgic", "b.cgic"]
+
+
+def test_an_output_may_not_replace_its_input(tmp_path):
+    photo = touch(tmp_path / "x.png")
+    with pytest.raises(OptionsError, match="replace the input"):
+        plan_tasks((str(photo),), str(photo), IMAGE_SUFFIXES, ".cgic")
+    link = tmp_path / "link.png"
+    link.symlink_to(photo)
+    with pytest.raises(OptionsError, match="replace the input"):
+        plan_tasks((str(photo),), str(link), IMAGE_SUFFIXES, ".cgic")
+
+
+def test_an_input_named_twice_is_coded_once(tmp_path, tree):
+    photo = touch(tmp_path / "x.png")
+    plan = plan_tasks((str(photo), str(tmp_path / "." / "x.png")), None, IMAGE_SUFFIXES, ".cgic")
+    assert [t.source for t in plan.tasks] == [str(photo)]
+    plan = plan_tasks((str(tree), str(tree / "a.jpg")), str(tmp_path / "out"), IMAGE_SUFFIXES, ".cgic")
+    assert [Path(t.source).name for t in plan.tasks] == ["a.jpg", "b.png"]

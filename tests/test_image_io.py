@@ -556,7 +556,6 @@ MAGIC = {
         ("out.TIFF", "TIFF"),
         ("-", "PNG"),
         ("out", "PNG"),
-        ("out.unknown", "PNG"),
     ],
 )
 @pytest.mark.parametrize("mode", ["RGB", "L"])
@@ -568,6 +567,17 @@ def test_encode_image_file_picks_format_by_suffix_and_is_lossless(target, fmt, m
     back = Image.open(io.BytesIO(data))
     assert back.format == fmt and back.mode == mode
     np.testing.assert_array_equal(np.asarray(back), np.asarray(image))
+
+
+@pytest.mark.parametrize("target", ["out.gif", "out.avif", "out.jxl", "out.xyz", "out."])
+def test_a_suffix_cgic_does_not_write_is_refused_not_given_png_bytes(target):
+    with pytest.raises(ImageError, match="cannot write"):
+        encode_image_file(Image.fromarray(random_rgb(4, 4), "RGB"), target)
+
+
+def test_a_pgm_holds_grey_only():
+    with pytest.raises(ImageError, match="grey"):
+        encode_image_file(Image.fromarray(random_rgb(4, 4), "RGB"), "x.pgm")
 
 
 def test_encode_image_file_other_formats():

@@ -99,6 +99,15 @@ def test_target_bpp_lands_on_the_nearest_achievable_rate(codec, analyses, target
         assert choice.reachable == (achieved.min() <= target <= achieved.max())
 
 
+@pytest.mark.parametrize("target", [1e3, 1e20, float("inf")])
+def test_a_target_above_every_rate_takes_the_largest_file(codec, analyses, target):
+    # From about 1e15 bpp every difference rounds to the same float, which once sent it to the smallest file.
+    path = codec.rate_path(analyses[0])
+    pixels = analyses[0].source.width * analyses[0].source.height
+    choice = choose_for_bpp(path, target, pixels)
+    assert choice.size_bytes == path.sizes.max() and not choice.reachable
+
+
 def test_target_size_never_exceeds_the_budget(codec, analyses):
     for analysis in analyses:
         path = codec.rate_path(analysis)
