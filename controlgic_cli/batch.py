@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .errors import CgicError
-from .fileio import STDIO, check_target, read_source, write_target
+from .errors import CgicError, Interrupted
+from .fileio import STDIO, check_target, read_source, request_stop, stop_requested, write_target
 from .image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format, resize_source
 from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
@@ -74,6 +74,7 @@ class FileOutcome:
     error: str = ""
     skipped: bool = False
     traceback: str = ""  # shown with -v
+    interrupted: bool = False  # not written: the run was interrupted before it landed
 
     @property
     def seconds(self) -> float:
@@ -119,6 +120,8 @@ def decode_file(
 ) -> FileOutcome:
     """Read, decode and atomically write one .cgic file (image format from the target's suffix); never raises
     for bad input or I/O trouble. crop: (left, top, width, height) to decode only that part (Codec.decode)."""
+    if stop_requested():
+        return not_written(task)
     if finished_earlier(task, skip_existing):
         return skipped(task)
     started = time.perf_counter()
@@ -126,6 +129,8 @@ def decode_file(
         check_target(task.target, overwrite)
         image = codec.decode(read_source(task.source), crop)
         write_target(task.target, encode_image_file(image, task.target), overwrite)
+    except Interrupted:
+        return not_written(task)
     except (CgicError, OSError) as exc:
         return FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
     record = {
@@ -163,6 +168,9 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
     loaded = []  # (position, SourceImage, seconds spent on it alone)
     for position, (task, _) in enumerate(items):
         began = time.perf_counter()
+        if stop_requested():
+            outcomes[position] = not_written(task)
+            continue
         if finished_earlier(task, settings.skip_existing):
             outcomes[position] = skipped(task)
             continue
@@ -226,6 +234,8 @@ def _write_one(
         else:
             result = codec.encode_analysis(analysis, ratios_to_ppm(settings.ratios or DEFAULT_RATIOS))
         write_target(task.target, result.data, settings.overwrite)
+    except Interrupted:
+        return not_written(task)
     except (CgicError, OSError) as exc:
         return FileOutcome(task, ok=False, error=error_text(exc), traceback=traceback.format_exc())
     stats = result.stats
@@ -298,6 +308,10 @@ def failed(task: FileTask, error: str) -> FileOutcome:
     return FileOutcome(task, ok=False, error=error)
 
 
+def not_written(task: FileTask) -> FileOutcome:
+    return FileOutcome(task, ok=False, error="interrupted", interrupted=True)
+
+
 def default_jobs() -> int:
     """Workers for the local pipeline: one per usable CPU core (the fastest setting measured, docs/scaling.md)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
@@ -332,14 +346,36 @@ def run_ordered(work: Callable, items: Iterable, jobs: int) -> Iterator:
     try:
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cgic") as pool:
             pending: deque[Future] = deque()
+            interrupted = False
             for item in items:
+                if interrupted or stop_requested():
+                    break
                 pending.append(pool.submit(work, item))
                 if len(pending) >= 2 * jobs:
-                    yield pending.popleft().result()
+                    outcome, interrupted = _next_result(pending, interrupted)
+                    yield outcome
+            # After an interrupt the work in hand still comes back: what was written is reported, the rest
+            # (the writes refused by fileio, the items not started) comes back at once as not written.
             while pending:
-                yield pending.popleft().result()
+                outcome, interrupted = _next_result(pending, interrupted)
+                yield outcome
+            if interrupted:
+                raise KeyboardInterrupt
     finally:
         torch.set_num_threads(before)
+
+
+def _next_result(pending: deque[Future], interrupted: bool) -> tuple:
+    """(result of the oldest pending work, whether the run was interrupted while waiting for it)."""
+    while True:
+        try:
+            result = pending[0].result()
+        except KeyboardInterrupt:
+            request_stop()  # (the CLI's signal handler has already) no output lands from now on
+            interrupted = True
+            continue
+        pending.popleft()
+        return result, interrupted
 
 
 def chunks(items: list, size: int) -> list[list]:

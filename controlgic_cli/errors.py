@@ -24,3 +24,7 @@ class OptionsError(CgicError, ValueError):
 
 class ImageError(CgicError):
     """An input image cannot be read or is not supported."""
+
+
+class Interrupted(Exception):
+    """The user interrupted a run (Ctrl-C) before this file was written; not an error in the file."""

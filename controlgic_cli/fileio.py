@@ -17,9 +17,30 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
+from .errors import Interrupted
+
 STDIO = "-"
+
+
+# Set when the user interrupts a run: from then on no output is moved into place (write_atomic), so every
+# file that lands is one the run gets to report, and work that has not started yet is skipped.
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def clear_stop() -> None:
+    """For a new run in the same process (tests, a library user after catching KeyboardInterrupt)."""
+    _stop.clear()
 
 
 def folder_files(folder: str | Path, suffixes: set[str], recursive: bool = False) -> list[Path]:
@@ -118,6 +139,8 @@ def write_atomic(path: Path, data: bytes, overwrite: bool = False) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if _stop.is_set():
+            raise Interrupted(str(path))
         if overwrite:
             os.replace(tmp, path)
         else:

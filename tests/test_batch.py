@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -226,3 +232,26 @@ def test_a_run_that_writes_nothing_leaves_no_manifest(tmp_path, folder, tiny_wei
     manifest = tmp_path / "m.jsonl"
     result = run(["encode", folder / "broken.png", "--manifest", manifest, "--weights", tiny_weights])
     assert result.exit_code == 1 and not manifest.exists()
+
+
+def test_ctrl_c_stops_a_batch_and_reports_every_file_that_landed(tmp_path, tiny_weights):
+    photos = tmp_path / "many"
+    photos.mkdir()
+    image = synthetic_photo(640, 640, seed=3)
+    for i in range(40):
+        Image.fromarray(np.roll(image, 16 * i, axis=1)).save(photos / f"p{i:02d}.png")
+    out, manifest = tmp_path / "out", tmp_path / "m.jsonl"
+    env = {**os.environ, "CGIC_WEIGHTS": str(tiny_weights)}
+    command = [sys.executable, "-m", "controlgic_cli", "encode", str(photos), "-o", str(out), "--jobs", "2"]
+    process = subprocess.Popen([*command, "--manifest", str(manifest)], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.cgic"))) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    written = sorted(p.name for p in out.glob("*.cgic"))
+    listed = sorted(Path(json.loads(line)["output"]).name for line in manifest.read_text().splitlines())
+    assert 0 < len(written) < 40 and written == listed
+    assert f"interrupted: {len(written)} of 40 files written" in stderr.decode()
+    assert b"Traceback" not in stderr and not [p for p in out.iterdir() if p.name.endswith(".part")]
