@@ -35,7 +35,7 @@ from .errors import ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, check_codable_size, check_pixel_count, load_image, to_pil
 from .index_coding import NeighbourRankCoding, UsageCoding
 from .inference import NetworkPass, TiledNetwork
-from .mask_coding import BitMasks, GroupedMasks
+from .mask_coding import MASK_CODINGS, unpack_file_masks
 from .measured import measured_scores
 from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
@@ -92,7 +92,6 @@ class Analysis:
 
 
 # Version 3 files group their mask bits; versions 1 and 2 send them plain. Both are stateless.
-_MASK_CODINGS = {False: BitMasks(), True: GroupedMasks()}
 
 
 def pad_to_block(image: np.ndarray) -> np.ndarray:
@@ -180,7 +179,7 @@ class Codec:
         if self.model.rank_usage is not None:
             codebook = self.model.network.quantizer.codebook.detach().cpu().double().numpy()
             self.index_coding = NeighbourRankCoding(codebook, usage, self.model.rank_usage)
-        self.mask_coding = _MASK_CODINGS[self.index_coding.rank_coded]
+        self.mask_coding = MASK_CODINGS[self.index_coding.rank_coded]
 
     @property
     def model_id(self) -> bytes:
@@ -457,8 +456,7 @@ class Codec:
                 f"this version-3 file needs rank tables, which the loaded weights ({self.model.path.name}) lack"
             )
         check_pixel_count(header.width, header.height)
-        h16, w16 = -(-header.height // BLOCK), -(-header.width // BLOCK)
-        coarse_mask, medium_mask = _MASK_CODINGS[sections.rank_coded].unpack(sections.masks, h16, w16)
+        coarse_mask, medium_mask = unpack_file_masks(sections.masks, header.width, header.height, sections.rank_coded)
         fine_mask = GranularityPlan(coarse=coarse_mask, medium=medium_mask).fine
         maps = [
             coding.decode(level, stream, mask)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -36,6 +37,7 @@ from .errors import CgicError, OptionsError
 from .file_plan import FilePlan, plan_tasks
 from .fileio import STDIO, clear_stop, read_source, request_stop, stop_requested
 from .image_io import IMAGE_SUFFIXES, output_format
+from .mask_coding import unpack_file_masks
 from .metadata import parse_metadata_kinds
 from .ratios import ppm_to_ratios, validate_ratios
 from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
@@ -83,6 +85,16 @@ class CropType(click.ParamType):
         if len(crop) != 4 or min(crop) < 0 or min(crop[2:]) < 1:
             self.fail(f"{value!r} is not left,top,width,height in pixels (such as 0,0,512,512)", param, ctx)
         return crop
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange without NaN and infinity, which compare false with every bound and so pass its check."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class ResizeType(click.ParamType):
@@ -180,7 +192,35 @@ def model_options(func):
     return func
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# click 8.2 and later raise this (a UsageError) for a group called without a command.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _OneLineErrors(click.Group):
+    """click, with a usage error printed as one line (exit 2) and Ctrl-C during start-up as exit 130."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except _NO_ARGS_IS_HELP as exc:  # `cgic` alone: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "cgic"
+            click.echo(f"cgic: error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("cgic: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        # --help and --version come back as their exit status; a command that ran as None.
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cgic")
 def main() -> None:
     """cgic: Control-GIC learned generative image codec.
@@ -199,6 +239,16 @@ def _plan_jobs(
         return plan_tasks(inputs, output, suffixes, out_suffix, recursive)
     except OptionsError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _stdout_is_a_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def _refuse_data_to_a_terminal(tasks) -> None:
+    """Like gzip and cwebp: binary output on a terminal is a mistake, and would garble it."""
+    if any(task.target == STDIO for task in tasks) and _stdout_is_a_terminal():
+        raise click.UsageError("not writing binary data to a terminal: redirect it (> file, | command) or give -o FILE")
 
 
 def _check_manifest(manifest: str, tasks) -> None:
@@ -259,7 +309,7 @@ def _check_quality_scale(codec, quality: float, planner: str, reporter: Reporter
 )
 @click.option(
     "--target-bpp",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Choose the ratios per image so the file lands nearest this many bits per pixel.",
 )
 @click.option(
@@ -269,13 +319,13 @@ def _check_quality_scale(codec, quality: float, planner: str, reporter: Reporter
 )
 @click.option(
     "--target-psnr",
-    type=click.FloatRange(min=0, max=100, min_open=True, max_open=True),
+    type=FiniteFloatRange(min=0, max=100, min_open=True, max_open=True),
     help="Choose the ratios per image for about the smallest file whose decoded image reaches this PSNR (dB); "
     "decodes about a dozen candidates, so encoding takes a few seconds more.",
 )
 @click.option(
     "--quality",
-    type=click.FloatRange(min=0, max=100),
+    type=FiniteFloatRange(min=0, max=100),
     help="Constant quality, 0-100: every image is cut at the same gain per token, so busy images get more bytes "
     "and every batch looks alike (about 0.14 bpp on average at 50 and 0.35 at 80 on the Kodak photos; "
     "100 sends everything fine).",
@@ -396,6 +446,7 @@ def encode(
         raise click.UsageError("--address needs --engine dask")
     file_plan = _plan_jobs(inputs, output, IMAGE_SUFFIXES, ".cgic", recursive)
     tasks = file_plan.tasks
+    _refuse_data_to_a_terminal(tasks)
     if manifest is not None:
         _check_manifest(manifest, tasks)
     if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
@@ -642,6 +693,7 @@ def decode(
         raise click.UsageError("-f and --skip-existing are opposites: give one")
     file_plan = _plan_jobs(inputs, output, {".cgic"}, ".png", recursive)
     tasks = file_plan.tasks
+    _refuse_data_to_a_terminal(tasks)
     for task in tasks:
         try:
             output_format(task.target)
@@ -665,19 +717,22 @@ def decode(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file.")
 @click.option("-v", "--verbose", is_flag=True, help="Tracebacks on errors.")
 def info(inputs, as_json, verbose) -> None:
-    """Show what a .cgic file holds (checks it completely; loads no model)."""
+    """Show what a .cgic file holds (checks all but the index streams, whose codes are in the model; loads no
+    model)."""
     reporter = Reporter(False, verbose, as_json, stdout_is_data=False)
     failures = 0
     for source in inputs:
         try:
             data = read_source(source)
             header, sections = parse_file(data)
+            unpack_file_masks(sections.masks, header.width, header.height, sections.rank_coded)
             if sections.alpha:
-                unpack_alpha(sections.alpha, header.width, header.height)  # checked like every other part
+                unpack_alpha(sections.alpha, header.width, header.height)
         except (CgicError, OSError) as exc:
             failures += 1
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             reporter.error(f"{source}: {message}")
+            reporter.record({"input": source, "ok": False, "error": message})
             continue
         ratios = ppm_to_ratios(header.ratios)
         section_bytes = sections.sizes()
@@ -685,6 +740,7 @@ def info(inputs, as_json, verbose) -> None:
         metadata = {kind: len(part) for kind, part in sections.metadata.records()}
         record = {
             "input": source,
+            "ok": True,
             "format_version": version,
             "index_coding": "neighbour-rank" if sections.rank_coded else "usage",
             "width": header.width,

@@ -36,6 +36,7 @@ MEDIUM_GROUP_COUNTS = (
 )  # fmt: skip
 
 _GROUP_WEIGHTS = np.array([8, 4, 2, 1])
+COARSE_CELL = 16  # pixels per side of a coarse cell, one bit of the coarse mask
 
 
 def _blocks(grid: np.ndarray) -> np.ndarray:
@@ -138,3 +139,12 @@ class GroupedMasks(BitMasks):
         symbols = (moments[:, :, None] < switch[:, None, :]).astype(np.int64) @ _GROUP_WEIGHTS
         costs = lengths[symbols].astype(np.float64)
         return interval_totals(moments.ravel(), ends.ravel(), costs.ravel(), times)
+
+
+# The mask coding of a file, by whether it is rank-coded (format version 3 and later).
+MASK_CODINGS = {False: BitMasks(), True: GroupedMasks()}
+
+
+def unpack_file_masks(data: bytes, width: int, height: int, rank_coded: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse and medium masks of a width x height file's mask section; FormatError if it is damaged."""
+    return MASK_CODINGS[rank_coded].unpack(data, -(-height // COARSE_CELL), -(-width // COARSE_CELL))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from PIL import Image
 
 from controlgic_cli.api import get_codec
 from controlgic_cli.cli import main
+from controlgic_cli.container import pack_file, parse_file
 
 from .colour_profiles import matrix_profile
 from .conftest import synthetic_photo
@@ -130,13 +132,19 @@ def test_missing_output_folder_is_one_line_naming_it(tmp_path, tiny_weights):
         ["encode", "x.png", "--device", "tpu"],
         ["encode"],
         ["encode", "x.png", "-q", "-v"],
+        ["encode", "x.png", "--target-bpp", "nan"],
+        ["encode", "x.png", "--target-bpp", "inf"],
+        ["encode", "x.png", "--target-psnr", "nan"],
+        ["encode", "x.png", "--quality", "nan"],
+        ["encode", "x.png", "--frobnicate"],
         ["frobnicate"],
     ],
 )
-def test_usage_errors_exit_2(args):
+def test_usage_errors_exit_2_with_one_line(args):
     result = run(args)
     assert result.exit_code == 2
-    assert "Error" in result.stderr
+    assert result.stderr.startswith("cgic: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "--help" in result.stderr
 
 
 def test_damaged_and_wrong_model_files_exit_1_with_one_line(tmp_path, tiny_weights, other_tiny_weights):
@@ -211,6 +219,20 @@ def test_info_reports_header_without_a_model(tmp_path, tiny_weights):
     assert (record["format_version"], record["index_coding"]) == (1, "usage")
     (tmp_path / "bad.cgic").write_bytes(b"nope")
     assert run(["info", tmp_path / "bad.cgic"]).exit_code == 1
+
+
+@pytest.mark.parametrize("weights", ["tiny_weights", "tiny_rank_weights"])
+def test_info_checks_the_masks_and_lists_failures_in_json(tmp_path, weights, request):
+    src = save_png(tmp_path / "in.png", synthetic_photo(40, 72))
+    assert run(["encode", src, "--weights", request.getfixturevalue(weights)]).exit_code == 0
+    header, sections = parse_file((tmp_path / "in.cgic").read_bytes())
+    # A damaged mask section under a valid CRC (only a crafted file has one): decode refuses it, so info must too.
+    damaged = pack_file(header, dataclasses.replace(sections, masks=sections.masks + b"\xff"))
+    (tmp_path / "damaged.cgic").write_bytes(damaged)
+    result = run(["info", tmp_path / "in.cgic", tmp_path / "damaged.cgic", "--json"])
+    assert result.exit_code == 1 and "mask" in result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["ok"] for r in records] == [True, False] and "mask" in records[1]["error"]
 
 
 def test_info_names_neighbour_rank_coding_of_version_3(tmp_path, tiny_rank_weights):
@@ -471,3 +493,12 @@ def test_a_side_longer_than_a_header_holds_is_refused_before_the_network(tmp_pat
     # Resizing brings it within the limit.
     monkeypatch.undo()
     assert run(["encode", src, "--resize", "7000x0", "--weights", tiny_weights]).exit_code == 0
+
+
+def test_binary_output_is_not_written_to_a_terminal(tmp_path, tiny_weights, monkeypatch):
+    src = save_png(tmp_path / "in.png", synthetic_photo(16, 16))
+    assert run(["encode", src, "--weights", tiny_weights]).exit_code == 0
+    monkeypatch.setattr("controlgic_cli.cli._stdout_is_a_terminal", lambda: True)
+    for args in (["encode", src, "-o", "-"], ["decode", tmp_path / "in.cgic", "-o", "-"]):
+        result = CliRunner().invoke(main, [*map(str, args), "--weights", str(tiny_weights)])
+        assert result.exit_code == 2 and "terminal" in result.stderr
