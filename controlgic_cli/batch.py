@@ -125,10 +125,11 @@ def decode_file(
     if finished_earlier(task, skip_existing):
         return skipped(task)
     started = time.perf_counter()
+    notes: list[str] = []
     try:
         check_target(task.target, overwrite)
         image = codec.decode(read_source(task.source), crop)
-        write_target(task.target, encode_image_file(image, task.target), overwrite)
+        write_target(task.target, encode_image_file(image, task.target, notes), overwrite)
     except Interrupted:
         return not_written(task)
     except (CgicError, OSError) as exc:
@@ -141,11 +142,8 @@ def decode_file(
         "mode": image.mode,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    notes = (
-        [f"{output_format(task.target)} has no alpha channel: composited over white"]
-        if loses_alpha(image, task.target)
-        else []
-    )
+    if loses_alpha(image, task.target):
+        notes.append(f"{output_format(task.target)} has no alpha channel: composited over white")
     return FileOutcome(task, ok=True, record=record, warnings=notes)
 
 

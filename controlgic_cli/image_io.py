@@ -21,9 +21,12 @@ What happens to each kind of input (also in README "Input images"):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
+import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +151,31 @@ def resize_source(source: SourceImage, request: tuple[int, int]) -> SourceImage:
     return dataclasses.replace(source, rgb=rgb, alpha=alpha, colour_mode=_colour_mode(grey, alpha is not None))
 
 
+# catch_warnings swaps process-wide state, so threads reading or writing images take turns in it.
+_PILLOW_WARNINGS = threading.Lock()
+
+
+@contextlib.contextmanager
+def pillow_warnings_into(notes: list[str], name: str | None):
+    """Pillow's warnings about a file (corrupt EXIF data, say) as notes naming it, each once, instead of
+    bare Python warnings that name no file."""
+    with _PILLOW_WARNINGS, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Pillow only warns between its limit (about 89 MP) and twice it; cgic's own limit,
+        # checked before any pixel is decoded, is what stops a large image.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        finally:
+            for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+                notes.append(_about(name, message))
+
+
+def _about(name: str | None, text: str) -> str:
+    """A message about an input, naming it where the library knows its name (a path; not bytes)."""
+    return f"{name}: {text}" if name else text
+
+
 # torch tensors are accepted too ((C, H, W) float in [0, 1] or uint8), without importing torch here.
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
@@ -163,31 +191,34 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
         return _from_array(source)
     if type(source).__module__.startswith("torch"):
         return _from_array(tensor_to_array(source))
+    notes: list[str] = []
     if isinstance(source, Image.Image):
-        return _from_pil(source, "image", metadata)
-    name = "image data" if isinstance(source, bytes) else str(source)
+        with pillow_warnings_into(notes, "image"):
+            image = _from_pil(source, "image", metadata)
+        return dataclasses.replace(image, warnings=image.warnings + notes)
+    name = None if isinstance(source, bytes) else str(source)
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     heif_reader = _register_heif()
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its limit (about 89 MP) and twice it; cgic's own limit,
-            # checked before any pixel is decoded, is what stops a large image here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(stream) as im:
-                check_pixel_count(im.width, im.height, name)
-                return _from_pil(im, name, metadata)
+        with pillow_warnings_into(notes, name), Image.open(stream) as im:
+            check_pixel_count(im.width, im.height, name)
+            image = _from_pil(im, name, metadata)
+        return dataclasses.replace(image, warnings=image.warnings + notes)
     except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
+        raise ImageError(_about(name, "no such file")) from None
     except IsADirectoryError:
-        raise ImageError(f"{name}: is a directory") from None
+        raise ImageError(_about(name, "is a directory")) from None
     except UnidentifiedImageError:
         if not heif_reader and _looks_like_heif(source):
-            raise ImageError(f'{name}: HEIC/HEIF images need pillow-heif (pip install "cgic[heif]")') from None
-        raise ImageError(f"{name}: not an image Pillow can read") from None
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image is too large (over {2 * Image.MAX_IMAGE_PIXELS} pixels)") from None
+            raise ImageError(_about(name, 'HEIC/HEIF images need pillow-heif (pip install "cgic[heif]")')) from None
+        raise ImageError(_about(name, "not an image Pillow can read")) from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses twice its own limit while opening, before cgic's check sees the size: say it cgic's way.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too large"
+        raise ImageError(_about(name, f"{size}; this version handles at most {MAX_PIXELS / 1e6:.0f}")) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageError(f"{name}: cannot read image ({exc})") from None
+        raise ImageError(_about(name, f"cannot read image ({exc})")) from None
 
 
 @functools.cache
@@ -218,7 +249,7 @@ def list_image_files(folder: str | Path) -> list[Path]:
     return folder_files(folder, IMAGE_SUFFIXES)
 
 
-def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceImage:
+def _from_pil(im: Image.Image, name: str | None, metadata: frozenset[str]) -> SourceImage:
     with warnings.catch_warnings():
         # Converting a palette image whose tRNS chunk lists several transparent entries makes Pillow
         # advise converting it to RGBA, which is what happens here; the advice is not for the user.
@@ -226,12 +257,14 @@ def _from_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceIma
         return _read_pil(im, name, metadata)
 
 
-def _read_pil(im: Image.Image, name: str, metadata: frozenset[str]) -> SourceImage:
+def _read_pil(im: Image.Image, name: str | None, metadata: frozenset[str]) -> SourceImage:
     notes = []
     if im.format == "CGIC":  # pillow_plugin.FORMAT, when the plugin is registered
-        notes.append(f"{name}: already a .cgic file: decoded and coded again, losing detail (to read it: cgic decode)")
+        notes.append(
+            _about(name, "already a .cgic file: decoded and coded again, losing detail (to read it: cgic decode)")
+        )
     if getattr(im, "n_frames", 1) > 1:
-        notes.append(f"{name}: animated image with {im.n_frames} frames, only the first frame is coded")
+        notes.append(_about(name, f"animated image with {im.n_frames} frames, only the first frame is coded"))
         im.seek(0)
     im.load()
     im = ImageOps.exif_transpose(im)
@@ -285,7 +318,7 @@ def _profile_fits(icc: bytes, mode: str) -> bool:
     return mode in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA") and icc[16:20] == b"RGB "
 
 
-def _to_srgb(im: Image.Image, name: str, notes: list[str]) -> Image.Image:
+def _to_srgb(im: Image.Image, name: str | None, notes: list[str]) -> Image.Image:
     """The image in sRGB when it carries a colour profile of another RGB or CMYK space.
 
     The network was trained on sRGB photos and decoded files carry no profile
@@ -306,9 +339,9 @@ def _to_srgb(im: Image.Image, name: str, notes: list[str]) -> Image.Image:
             source, profile, _SRGB, renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB"
         )
     except (OSError, ImageCms.PyCMSError) as exc:
-        notes.append(f"{name}: its colour profile cannot be used ({exc}); colours are coded as stored")
+        notes.append(_about(name, f"its colour profile cannot be used ({exc}); colours are coded as stored"))
         return im
-    notes.append(f"{name}: converted from its colour profile '{description}' to sRGB")
+    notes.append(_about(name, f"converted from its colour profile '{description}' to sRGB"))
     return converted
 
 
@@ -418,13 +451,19 @@ def loses_alpha(image: Image.Image, target: str) -> bool:
     return image.mode in ("RGBA", "LA") and output_format(target) not in ALPHA_FORMATS
 
 
-def encode_image_file(image: Image.Image, target: str) -> bytes:
+def encode_image_file(image: Image.Image, target: str, notes: list[str] | None = None) -> bytes:
     """Bytes of `image` in the format named by the target's suffix (output_format).
 
     Metadata in image.info (a decoded file's kept profile, Exif, XMP) goes
     into the output where its format has a place for it. A format without
-    alpha gets the image composited over white (loses_alpha).
+    alpha gets the image composited over white (loses_alpha). Pillow's warnings
+    (about kept Exif it finds damaged, say) go to `notes`.
     """
+    with pillow_warnings_into(notes if notes is not None else [], None):
+        return _image_file_bytes(image, target)
+
+
+def _image_file_bytes(image: Image.Image, target: str) -> bytes:
     fmt = output_format(target)
     if fmt == "PPM" and Path(target).suffix.lower() == ".pgm" and image.mode not in ("L", "LA"):
         raise ImageError(f"{Path(target).name}: a .pgm file holds grey, and this image is in colour (use .ppm)")

@@ -432,16 +432,17 @@ def test_decode_crop(tmp_path, tiny_weights):
 def test_python_warnings_from_libraries_read_as_one_cgic_line(tmp_path, tiny_weights, monkeypatch):
     import warnings
 
-    from controlgic_cli import image_io
+    from controlgic_cli.api import Codec
 
     src = save_png(tmp_path / "in.png", synthetic_photo(24, 24))
-    original = image_io._read_pil
+    original = Codec._scores
 
-    def warn_then_read(*args):
+    def warn_then_score(*args):
+        # Outside image reading, whose Pillow warnings become notes naming the file.
         warnings.warn("something odd in this file", UserWarning, stacklevel=1)
         return original(*args)
 
-    monkeypatch.setattr(image_io, "_read_pil", warn_then_read)
+    monkeypatch.setattr(Codec, "_scores", warn_then_score)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         result = run(["encode", src, "--weights", tiny_weights])
@@ -502,3 +503,12 @@ def test_binary_output_is_not_written_to_a_terminal(tmp_path, tiny_weights, monk
     for args in (["encode", src, "-o", "-"], ["decode", tmp_path / "in.cgic", "-o", "-"]):
         result = CliRunner().invoke(main, [*map(str, args), "--weights", str(tiny_weights)])
         assert result.exit_code == 2 and "terminal" in result.stderr
+
+
+def test_pillows_warnings_about_a_file_name_it_once(tmp_path, tiny_weights):
+    photo = tmp_path / "damaged-exif.jpg"
+    Image.fromarray(synthetic_photo(32, 32)).save(photo, exif=b"Exif\0\0II*\0\xff\xff\xff\x7f garbage")
+    result = run(["encode", photo, "--metadata", "exif", "--weights", tiny_weights])
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("cgic: warning:")]
+    assert warnings == [f"cgic: warning: {photo}: Corrupt EXIF data. Expecting to read 2 bytes but only got 0."]
