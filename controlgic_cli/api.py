@@ -320,7 +320,8 @@ class Codec:
         metadata=(),
         planner: str = DEFAULT_PLANNER,
     ) -> EncodeResult:
-        return self.encode_analysis(self.analyse(image, tune, metadata, planner=planner), ratios_to_ppm(ratios))
+        ratios_ppm = ratios_to_ppm(DEFAULT_RATIOS if ratios is None else ratios)
+        return self.encode_analysis(self.analyse(image, tune, metadata, planner=planner), ratios_ppm)
 
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
@@ -403,6 +404,8 @@ class Codec:
         """Meet a mean bpp (total bits / total pixels) over a set, sharing one score threshold."""
         if not target_bpp > 0:
             raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
+        if not images:
+            return []
         analyses = [
             image if isinstance(image, Analysis) else self.analyse(image, tune, metadata, planner=planner)
             for image in images

@@ -337,13 +337,20 @@ def _parse_header(data: bytes) -> tuple[CgicHeader, tuple[int, int, int, int], i
 
 def read_header(data: bytes) -> CgicHeader:
     """Read and validate the header from the first 60 bytes of a .cgic file; the rest of `data` is ignored."""
-    header, _section_lengths, _payload_crc, _version = _parse_header(bytes(data[:HEADER_SIZE]))
+    header, _section_lengths, _payload_crc, _version = _parse_header(_file_bytes(data)[:HEADER_SIZE])
     return header
+
+
+def _file_bytes(data) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        # bytes("x.cgic") would fail with "string argument without an encoding", which says nothing useful.
+        raise TypeError(f"expected the bytes of a .cgic file, not {type(data).__name__} (read the file first)")
+    return bytes(data)
 
 
 def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
     """Validate a complete .cgic file and split it into its header and payload sections."""
-    data = bytes(data)
+    data = _file_bytes(data)
     header, section_lengths, payload_crc, version = _parse_header(data)
     expected_size = HEADER_SIZE + sum(section_lengths)
     if len(data) < expected_size:

@@ -191,6 +191,13 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
         return _from_array(source)
     if type(source).__module__.startswith("torch"):
         return _from_array(tensor_to_array(source))
+    if isinstance(source, bytearray | memoryview):
+        source = bytes(source)
+    elif not isinstance(source, str | Path | bytes | Image.Image) and not hasattr(source, "read"):
+        raise TypeError(
+            "expected a path, encoded image bytes, a file object, a PIL image, a numpy array or a torch tensor, "
+            f"not {type(source).__name__}"
+        )
     notes: list[str] = []
     if isinstance(source, Image.Image):
         with pillow_warnings_into(notes, "image"):
@@ -258,6 +265,11 @@ def _from_pil(im: Image.Image, name: str | None, metadata: frozenset[str]) -> So
 
 
 def _read_pil(im: Image.Image, name: str | None, metadata: frozenset[str]) -> SourceImage:
+    if im.width == 0 or im.height == 0:
+        raise ImageError(_about(name, f"empty image ({im.width}x{im.height})"))
+    if im.mode in ("La", "RGBa"):
+        # Premultiplied alpha (a PIL image made in memory): Pillow converts it back, not to grey directly.
+        im = im.convert({"La": "LA", "RGBa": "RGBA"}[im.mode])
     notes = []
     if im.format == "CGIC":  # pillow_plugin.FORMAT, when the plugin is registered
         notes.append(

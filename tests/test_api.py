@@ -10,7 +10,7 @@ from PIL import Image
 
 from controlgic_cli.api import Codec
 from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
-from controlgic_cli.errors import CgicError, FormatError, ModelError, OptionsError
+from controlgic_cli.errors import CgicError, FormatError, ImageError, ModelError, OptionsError
 
 from .conftest import synthetic_photo
 
@@ -142,3 +142,26 @@ def test_a_crop_decodes_the_pixels_of_the_whole_decode_from_the_tiles_it_meets(t
     for crop in [(0, 0, 101, 70), (-1, 0, 5, 5), (0, 0, 0, 5), (95, 60, 6, 5)]:
         with pytest.raises(OptionsError, match="is not inside the 100x70 image"):
             codec.decode(data, crop)
+
+
+def test_odd_inputs_get_clear_errors_and_byte_like_inputs_work(codec):
+    png = io.BytesIO()
+    Image.fromarray(synthetic_photo(24, 40)).save(png, format="PNG")
+    expected = codec.encode(png.getvalue()).data
+    for same in (bytearray(png.getvalue()), memoryview(png.getvalue()), io.BytesIO(png.getvalue())):
+        assert codec.encode(same).data == expected
+    with pytest.raises(ImageError, match="empty image"):
+        codec.encode(Image.new("RGB", (0, 0)))
+    translucent = np.dstack([synthetic_photo(24, 40), np.full((24, 40), 90, np.uint8)])
+    premultiplied = Image.fromarray(translucent).convert("RGBa")
+    assert codec.encode(premultiplied).stats.width == 40
+    for wrong in (None, 5):
+        with pytest.raises(TypeError, match="expected a path"):
+            codec.encode(wrong)
+        with pytest.raises(TypeError, match="bytes of a .cgic file"):
+            codec.decode(wrong)
+    with pytest.raises(TypeError, match="read the file first"):
+        codec.decode("photo.cgic")
+    assert codec.decode(bytearray(expected)).size == (40, 24)
+    assert codec.encode_dataset([], target_bpp=0.3) == []
+    assert codec.encode(png.getvalue(), ratios=None).data == expected
