@@ -423,7 +423,9 @@ def write_dataset(summaries: list[FileSummary], target_bpp: float, write_all) ->
         if summary.rates is None:
             yield failed(summary.task, summary.error)
             continue
-        outcome = next(written)
+        outcome = next(written, None)
+        if outcome is None:  # an interrupt stopped the writing (run_ordered): no more files come
+            return
         if outcome.ok:
             outcome.record["target_reached"] = reachable
             if not reachable:

@@ -70,21 +70,37 @@ class RatiosType(click.ParamType):
             self.fail(f"{message} (expected fine,medium,coarse such as 0.3,0.6,0.1)", param, ctx)
 
 
-class CropType(click.ParamType):
-    """`x,y,w,h`: left, top, width and height in pixels, like dwebp's -crop."""
+class _PixelNumbers(click.ParamType):
+    """Whole numbers of pixels joined by a separator: how many, and which are valid, is the subclass's."""
 
-    name = "X,Y,W,H"
+    separator = ","
+    count = 0
+    expected = ""  # what the message says a value should be
+
+    def valid(self, numbers: tuple[int, ...]) -> bool:
+        raise NotImplementedError
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
             return value
         try:
-            crop = tuple(int(p.strip()) for p in str(value).split(","))
+            numbers = tuple(int(p.strip()) for p in str(value).lower().split(self.separator))
         except ValueError:
-            crop = ()
-        if len(crop) != 4 or min(crop) < 0 or min(crop[2:]) < 1:
-            self.fail(f"{value!r} is not left,top,width,height in pixels (such as 0,0,512,512)", param, ctx)
-        return crop
+            numbers = ()
+        if len(numbers) != self.count or not self.valid(numbers):
+            self.fail(f"{value!r} is not {self.expected}", param, ctx)
+        return numbers
+
+
+class CropType(_PixelNumbers):
+    """`x,y,w,h`: left, top, width and height in pixels, like dwebp's -crop."""
+
+    name = "X,Y,W,H"
+    count = 4
+    expected = "left,top,width,height in pixels (such as 0,0,512,512)"
+
+    def valid(self, crop: tuple[int, ...]) -> bool:
+        return min(crop) >= 0 and min(crop[2:]) >= 1
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -97,21 +113,16 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-class ResizeType(click.ParamType):
+class ResizeType(_PixelNumbers):
     """`WxH` in pixels, a side of 0 keeping the aspect ratio (cwebp's -resize)."""
 
     name = "WxH"
+    separator = "x"
+    count = 2
+    expected = "WIDTHxHEIGHT in pixels (such as 1600x0; 0 keeps the aspect ratio)"
 
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            size = tuple(int(p.strip()) for p in str(value).lower().split("x"))
-        except ValueError:
-            size = ()
-        if len(size) != 2 or min(size) < 0 or max(size) == 0:
-            self.fail(f"{value!r} is not WIDTHxHEIGHT in pixels (such as 1600x0; 0 keeps the aspect ratio)", param, ctx)
-        return size
+    def valid(self, size: tuple[int, ...]) -> bool:
+        return min(size) >= 0 and max(size) > 0
 
 
 class MetadataType(click.ParamType):
