@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import CgicError, Interrupted
-from .fileio import STDIO, check_target, read_source, request_stop, stop_requested, write_target
+from .fileio import STDIO, check_target, clear_stop, read_source, request_stop, stop_requested, write_target
 from .image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format, resize_source
 from .rate import RateChoice, RateSummary, choose_dataset
 from .ratios import DEFAULT_RATIOS, ratios_to_ppm
@@ -360,6 +360,8 @@ def run_ordered(work: Callable, items: Iterable, jobs: int) -> Iterator:
             if interrupted:
                 raise KeyboardInterrupt
     finally:
+        # The workers are done (the pool has joined them), so a later run in this process may write again.
+        clear_stop()
         torch.set_num_threads(before)
 
 
