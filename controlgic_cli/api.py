@@ -385,13 +385,13 @@ class Codec:
         plan = path.plan(step)
         source = analysis.source
         rgb = self.network.decode(analysis.indices, plan.coarse, plan.medium)[: source.height, : source.width]
-        decoded = np.asarray(to_pil(np.ascontiguousarray(rgb), source.colour_mode))
-        if decoded.ndim == 2:
-            decoded = np.repeat(decoded[..., None], 3, axis=2)  # a grey source's channels are equal too
-        if source.alpha is not None:
-            seen = source.alpha > 0
-            return psnr(source.rgb[seen][None], decoded[seen][None])
-        return psnr(source.rgb, decoded)
+        return _psnr_against(source, rgb)
+
+    def measure_psnr(self, source: SourceImage, data: bytes) -> float:
+        """PSNR of what decoding `data` returns against the image it was encoded from (as _psnr_at: grey as grey,
+        with transparency over the pixels that are not fully transparent)."""
+        rgb, _alpha, _header, _metadata = self._decode(data)
+        return _psnr_against(source, rgb)
 
     def encode_dataset(
         self,
@@ -490,6 +490,17 @@ class Codec:
         equal channels). crop as for decode."""
         pixels, _ = self.decode_array(data, crop)
         return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+
+
+def _psnr_against(source: SourceImage, rgb: np.ndarray) -> float:
+    """PSNR of decoded uint8 RGB (the source's size) against the source, as a user sees the decoded image."""
+    decoded = np.asarray(to_pil(np.ascontiguousarray(rgb), source.colour_mode))
+    if decoded.ndim == 2:
+        decoded = np.repeat(decoded[..., None], 3, axis=2)  # a grey source's channels are equal too
+    if source.alpha is not None:
+        seen = source.alpha > 0
+        return psnr(source.rgb[seen][None], decoded[seen][None])
+    return psnr(source.rgb, decoded)
 
 
 @functools.lru_cache(maxsize=4)

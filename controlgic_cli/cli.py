@@ -381,6 +381,12 @@ def _check_quality_scale(codec, quality: float, planner: str, reporter: Reporter
     help="Resample each image to WIDTHxHEIGHT pixels before coding (Lanczos); a side of 0 keeps the aspect "
     "ratio, as in 1600x0.",
 )
+@click.option(
+    "--print-psnr",
+    is_flag=True,
+    help="Decode each file written and print its PSNR against the input (over visible pixels with "
+    "transparency); one decoder pass more per file.",
+)
 @click.option("-f", "--force", is_flag=True, help="Overwrite existing output files.")
 @skip_existing_option
 @click.option(
@@ -427,6 +433,7 @@ def encode(
     planner,
     metadata,
     resize,
+    print_psnr,
     force,
     skip_existing,
     manifest,
@@ -481,6 +488,7 @@ def encode(
         planner=planner,
         quality=quality,
         resize=resize,
+        measure_psnr=print_psnr,
     )
     if engine != "dask" and len(tasks) == 1 and not reporter.quiet:
         settings = dataclasses.replace(settings, progress=_progress_bar())

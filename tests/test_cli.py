@@ -512,3 +512,22 @@ def test_pillows_warnings_about_a_file_name_it_once(tmp_path, tiny_weights):
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("cgic: warning:")]
     assert warnings == [f"cgic: warning: {photo}: Corrupt EXIF data. Expecting to read 2 bytes but only got 0."]
+
+
+def test_print_psnr_is_the_psnr_of_the_decoded_file(tmp_path, tiny_weights):
+    from controlgic_cli.metrics.distortion import psnr
+
+    photo = synthetic_photo(40, 56)
+    alpha = np.full((40, 56), 255, np.uint8)
+    alpha[:, :20] = 0  # transparent pixels do not count
+    for name, pixels in (("rgb.png", photo), ("rgba.png", np.dstack([photo, alpha]))):
+        src = save_png(tmp_path / name, pixels)
+        result = run(["encode", src, "--print-psnr", "--json", "--weights", tiny_weights])
+        assert result.exit_code == 0, result.stderr
+        reported = json.loads(result.stdout)["psnr"]
+        out = tmp_path / f"out-{name}"
+        assert run(["decode", src.with_suffix(".cgic"), "-o", out, "--weights", tiny_weights]).exit_code == 0
+        decoded = np.asarray(Image.open(out))[..., :3]
+        seen = alpha > 0 if name == "rgba.png" else np.ones(alpha.shape, bool)
+        assert reported == pytest.approx(psnr(photo[seen][None], decoded[seen][None]), abs=1e-3)
+        assert f"{reported:.2f} dB" in run(["encode", src, "-f", "--print-psnr", "--weights", tiny_weights]).stderr
