@@ -807,7 +807,7 @@ def info(inputs, as_json, verbose) -> None:
     help="Folder with the LPIPS/DISTS/NIQE weights (default $CGIC_METRIC_WEIGHTS); without it those are skipped.",
 )
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="cgic weights file.")
-@click.option("--limit", type=int, default=0, help="Only the first N images.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Only the first N images (0: all).")
 @click.option(
     "--gallery",
     "gallery_images",
@@ -821,17 +821,20 @@ def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, g
     """Rate-distortion evaluation of cgic and classic codecs at equal bitrates."""
     from .evaluate import available_codecs, evaluate_folder
 
-    chosen = [c.strip() for c in codecs.split(",") if c.strip()]
+    chosen = list(dict.fromkeys(c.strip() for c in codecs.split(",") if c.strip()))  # each once, in order
+    if not chosen:
+        raise click.UsageError(f"--codecs names no codec; available: {available_codecs()}")
     unknown = sorted(set(chosen) - set(available_codecs()))
     if unknown:
         raise click.UsageError(f"unknown or unavailable codecs {unknown}; available: {available_codecs()}")
     try:
-        target_values = [float(t) for t in targets.split(",")]
+        target_values = list(dict.fromkeys(float(t) for t in targets.split(",")))
     except ValueError:
         raise click.UsageError(f"--targets must be numbers, got {targets!r}") from None
-    if not all(t > 0 for t in target_values):
-        raise click.UsageError("--targets must be positive")
+    if not all(0 < t < math.inf for t in target_values):
+        raise click.UsageError("--targets must be positive and finite")
     reporter = Reporter(quiet, verbose, False, stdout_is_data=False)
+    unreadable: list[str] = []
     try:
         rows = evaluate_folder(
             Path(folder),
@@ -844,11 +847,17 @@ def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, g
             reporter.line,
             gallery_images,
             show_bar=not quiet,
+            on_unreadable=unreadable.append,
         )
     except CgicError as exc:
         reporter.error(str(exc))
         sys.exit(1)
-    reporter.line(f"{len(rows)} results in {out_dir}")
+    for message in unreadable:
+        click.echo(f"cgic: error: {message}", err=True)
+    unreadable_note = f"; {len(unreadable)} images unreadable" if unreadable else ""
+    reporter.line(f"{len(rows)} results in {out_dir}{unreadable_note}")
+    if unreadable:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

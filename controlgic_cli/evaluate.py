@@ -27,6 +27,7 @@ from PIL import Image, features
 from tqdm import tqdm
 
 from .api import Codec
+from .errors import CgicError
 from .image_io import list_image_files, load_image
 from .metrics.suite import MetricSuite
 
@@ -108,20 +109,37 @@ def classic_at_bpp(rgb: np.ndarray, codec: str, target_bpp: float) -> tuple[byte
 
 
 def read_rows(path: Path) -> list[Row]:
+    """The rows of an earlier run. A last row cut short (the run was killed while writing it) is dropped, and
+    the file rewritten without it, so it is computed again; a file that is not a rows.csv is a CgicError."""
     if not path.exists():
         return []
+    names = [field.name for field in fields(Row)]
     with path.open(newline="") as f:
-        rows = []
-        for record in csv.DictReader(f):
-            values = {}
-            for field in fields(Row):
-                raw = record[field.name]
-                if field.name in ("image", "codec", "setting"):
-                    values[field.name] = raw
-                else:
-                    values[field.name] = float(raw) if raw not in ("", "None") else None
-            rows.append(Row(**values))
-        return rows
+        lines = list(csv.reader(f))
+    if lines and lines[0] != names:
+        raise CgicError(f"{path} is not the rows.csv of a cgic eval run (columns {lines[0][:4]}...)")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            rows.append(_row_from(dict(zip(names, line, strict=True))))
+        except ValueError:
+            if number != len(lines):
+                raise CgicError(f"{path}: line {number} is damaged; remove it to recompute it") from None
+            with path.open("w", newline="") as f:
+                csv.writer(f).writerows(lines[:-1])
+    return rows
+
+
+def _row_from(record: dict[str, str]) -> Row:
+    values = {}
+    for name, raw in record.items():
+        if name in ("image", "codec", "setting"):
+            values[name] = raw
+        else:
+            values[name] = float(raw) if raw not in ("", "None") else None
+    if values["bpp"] is None or values["target_bpp"] is None:
+        raise ValueError("a row without its bpp")
+    return Row(**values)
 
 
 def append_row(path: Path, row: Row) -> None:
@@ -144,7 +162,12 @@ def evaluate_folder(
     progress: Callable[[str], None] = lambda message: None,
     gallery_images: int = 0,
     show_bar: bool = False,
+    on_unreadable: Callable[[str], None] = lambda message: None,
 ) -> list[Row]:
+    """Every row of the chosen codecs and targets, the earlier runs' included (see the module docstring).
+
+    An image that cannot be read goes to on_unreadable(message) and the others are evaluated.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows_path = out_dir / "rows.csv"
     done = {row.key for row in read_rows(rows_path)}
@@ -161,8 +184,15 @@ def evaluate_folder(
         def say(message: str) -> None:
             bar.write(message, file=sys.stderr)
 
+    if not files:
+        raise CgicError(f"{folder}: no images in it")
     for path in files:
-        source = load_image(path)
+        try:
+            source = load_image(path)
+        except CgicError as exc:  # one unreadable file must not sink the evaluation of the others
+            on_unreadable(str(exc))
+            bar.update(len(codecs) * len(targets))
+            continue
         rgb = source.rgb
         pixels = rgb.shape[0] * rgb.shape[1]
         for name in codecs:

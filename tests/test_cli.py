@@ -336,6 +336,34 @@ def test_eval_writes_rows_and_summaries(tmp_path, tiny_weights, monkeypatch):
     assert run(["eval", folder, "-o", tmp_path / "ev", "--codecs", "gif"]).exit_code == 2
 
 
+def test_eval_survives_a_cut_row_a_bad_image_and_refuses_what_cannot_work(tmp_path, monkeypatch):
+    monkeypatch.delenv("CGIC_METRIC_WEIGHTS", raising=False)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    save_png(folder / "a.png", synthetic_photo(48, 64))
+    (folder / "b.png").write_bytes(b"not an image")
+    save_png(folder / "c.png", synthetic_photo(48, 64, seed=4))
+    args = ["eval", folder, "-o", tmp_path / "ev", "--codecs", "jpeg", "--targets", "0.5,1", "-q"]
+    result = run(args)
+    assert result.exit_code == 1 and "cgic: error:" in result.stderr and "b.png" in result.stderr
+    rows_path = tmp_path / "ev" / "rows.csv"
+    complete = rows_path.read_text()
+    assert len(complete.splitlines()) == 1 + 4  # a and c at two targets
+    # A run killed while writing its last row: that row is computed again.
+    rows_path.write_text(complete[:-30])
+    assert run(args).exit_code == 1  # b.png again
+    assert rows_path.read_text().splitlines()[:-1] == complete.splitlines()[:-1]
+    assert len(rows_path.read_text().splitlines()) == 1 + 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "rows.csv").write_text("a,b\n1,2\n")
+    result = run(["eval", folder, "-o", tmp_path / "other", "--codecs", "jpeg", "--targets", "0.5"])
+    assert result.exit_code == 1 and "not the rows.csv" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "empty").mkdir()
+    assert run(["eval", tmp_path / "empty", "-o", tmp_path / "ev2", "--codecs", "jpeg"]).exit_code == 1
+    for bad in (["--codecs", ","], ["--limit", "-1"], ["--targets", "inf"], ["--targets", "nan"]):
+        assert run(["eval", folder, "-o", tmp_path / "ev3", *bad]).exit_code == 2, bad
+
+
 def test_eval_jpeg_xl_when_the_plugin_is_installed(tmp_path, tiny_weights, monkeypatch):
     pytest.importorskip("pillow_jxl", reason='JPEG XL in cgic eval needs pip install "cgic[eval]"')
     monkeypatch.delenv("CGIC_METRIC_WEIGHTS", raising=False)
