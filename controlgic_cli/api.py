@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +42,7 @@ from .mask_coding import MASK_CODINGS, unpack_file_masks
 from .measured import measured_scores
 from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
-from .model.weights import LoadedModel, load_weights
+from .model.weights import LoadedModel, default_weights_path, load_weights
 from .planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores, weight_by_visibility
 from .quality import QualityScale, load_scale
 from .rate import (
@@ -115,7 +118,10 @@ def _crop_box(crop: Crop | None, width: int, height: int) -> Box:
     """The pixels to decode: the whole image, or a crop that must lie inside it."""
     if crop is None:
         return Box(0, 0, height, width)
-    left, top, crop_width, crop_height = (int(v) for v in crop)
+    values = tuple(crop) if not isinstance(crop, str | bytes) else ()
+    if len(values) != 4 or not all(isinstance(v, numbers.Integral) for v in values):
+        raise OptionsError(f"crop must be four whole numbers (left, top, width, height), got {crop!r}")
+    left, top, crop_width, crop_height = (int(v) for v in values)
     if (
         crop_width < 1
         or crop_height < 1
@@ -132,23 +138,33 @@ def _crop_box(crop: Crop | None, width: int, height: int) -> Box:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if isinstance(device, torch.device):
-        return device
+    """ "auto", "cpu", "cuda" (or "cuda:N"), or a torch.device of those kinds; OptionsError for anything else."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OptionsError("--device cuda was asked for, but this torch build has no usable CUDA device")
+    if not isinstance(device, str | torch.device):
+        raise OptionsError(f"unknown device {device!r} (use auto, cpu or cuda)")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError:
         raise OptionsError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise OptionsError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise OptionsError("--device cuda was asked for, but this torch build has no usable CUDA device")
+    return resolved
 
 
 def _check_target(
     target_bpp: float | None, target_size: int | None, target_psnr: float | None = None, quality: float | None = None
 ) -> None:
-    if sum(target is not None for target in (target_bpp, target_size, target_psnr, quality)) != 1:
+    given = {"target_bpp": target_bpp, "target_size": target_size, "target_psnr": target_psnr, "quality": quality}
+    if sum(target is not None for target in given.values()) != 1:
         raise OptionsError("give exactly one of target_bpp, target_size, target_psnr and quality")
+    for name, target in given.items():
+        if target is not None and (not isinstance(target, numbers.Real) or isinstance(target, bool)):
+            raise TypeError(f"{name} must be a number, not {type(target).__name__}")
+        if target is not None and not math.isfinite(target):
+            raise OptionsError(f"{name} must be a finite number, got {target}")
     if quality is not None and not 0 <= quality <= 100:
         raise OptionsError(f"quality must be between 0 and 100, got {quality:g}")
     if target_bpp is not None and not target_bpp > 0:
@@ -221,6 +237,8 @@ class Codec:
         planner "measured" scores patches by decoding every granularity (three
         decoder passes); "entropy" by the paper's patch entropy (none).
         """
+        if isinstance(images, str | bytes | Path | Image.Image | np.ndarray):
+            raise TypeError("analyse_many takes a list of images; for one image, use analyse")
         if tune not in TUNES:
             raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
         if planner not in PLANNERS:
@@ -402,8 +420,10 @@ class Codec:
         planner: str = DEFAULT_PLANNER,
     ) -> list[EncodeResult]:
         """Meet a mean bpp (total bits / total pixels) over a set, sharing one score threshold."""
-        if not target_bpp > 0:
-            raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
+        _check_target(target_bpp, None)
+        if isinstance(images, str | bytes | Path | Image.Image | np.ndarray):
+            raise TypeError("encode_dataset takes a list of images")
+        images = list(images)
         if not images:
             return []
         analyses = [
@@ -503,10 +523,24 @@ def _psnr_against(source: SourceImage, rgb: np.ndarray) -> float:
     return psnr(source.rgb, decoded)
 
 
-@functools.lru_cache(maxsize=4)
 def get_codec(weights: str | None = None, device: str = "auto") -> Codec:
-    """A process-wide codec per (weights, device), so weights load once."""
+    """A process-wide codec per (weights file, device), so weights load once however the two are spelled
+    (None or the default path, "auto" or what it resolves to), also when threads ask at the same time."""
+    path = Path(weights) if weights is not None else default_weights_path()
+    key = (str(path.resolve()), str(resolve_device(device)))
+    with _CODEC_LOADING:
+        return _codec_for(*key)
+
+
+_CODEC_LOADING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _codec_for(weights: str, device: str) -> Codec:
     return Codec(weights, device)
+
+
+get_codec.cache_clear = _codec_for.cache_clear  # for tests and for a process that replaces a weights file
 
 
 def encode(
@@ -527,9 +561,10 @@ def encode(
     return get_codec(weights, device).encode(image, ratios, tune, metadata, planner).data
 
 
-def decode(data: bytes, weights: str | None = None, device: str = "auto") -> Image.Image:
-    """Decode .cgic bytes to a PIL image (mode RGB, or L for grey sources; RGBA or LA with transparency)."""
-    return get_codec(weights, device).decode(data)
+def decode(data: bytes, weights: str | None = None, device: str = "auto", crop: Crop | None = None) -> Image.Image:
+    """Decode .cgic bytes to a PIL image (mode RGB, or L for grey sources; RGBA or LA with transparency);
+    crop: (left, top, width, height) to decode only that part (Codec.decode)."""
+    return get_codec(weights, device).decode(data, crop)
 
 
 def read_info(data: bytes) -> CgicHeader:

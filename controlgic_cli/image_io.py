@@ -295,6 +295,8 @@ def _read_pil(im: Image.Image, name: str | None, metadata: frozenset[str]) -> So
         im = _to_srgb(im, name, notes)
     mode = im.mode
     grey = mode in GREY_MODES or mode in ("LA", "La")
+    if mode in ("I", "F"):
+        notes.extend(_wide_grey_notes(im, name))
     rgb = np.repeat(_grey_u8(im)[..., None], 3, axis=2) if grey else np.asarray(im.convert("RGB"))
     colour = _colour_mode(grey, alpha is not None)
     return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes, kept, alpha)
@@ -357,6 +359,24 @@ def _to_srgb(im: Image.Image, name: str | None, notes: list[str]) -> Image.Image
     return converted
 
 
+def _wide_grey_notes(im: Image.Image, name: str | None) -> list[str]:
+    """32-bit integer and float images declare no range, so how _grey_u8 reads them is a guess: say so where
+    the values suggest another one. ImageError for NaN or infinity in a float image."""
+    values = np.asarray(im)
+    if im.mode == "F" and not np.isfinite(values).all():
+        raise ImageError(_about(name, "float image holds NaN or infinite values"))
+    top = float(values.max(initial=0))
+    if im.mode == "I" and 0 < top <= 255:
+        return [
+            _about(
+                name,
+                f"32-bit image with values up to {top:g} read as 16-bit (divided by 257); if they are "
+                "8-bit values, convert it to L first",
+            )
+        ]
+    return []
+
+
 def _grey_u8(im: Image.Image) -> np.ndarray:
     if im.mode in ("LA", "La"):
         im = im.getchannel("L")
@@ -371,6 +391,10 @@ def _grey_u8(im: Image.Image) -> np.ndarray:
         return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
     # I;16 and 32-bit I: Pillow's own convert("L") clips instead of scaling.
     return np.clip(np.rint(values.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
+# How far outside [0, 1] a float tensor may stray (rounding), well under half of one 8-bit step (1 / 510).
+FLOAT_SLACK = 1e-3
 
 
 def tensor_to_array(tensor) -> np.ndarray:
@@ -389,6 +413,11 @@ def tensor_to_array(tensor) -> np.ndarray:
     if tensor.is_floating_point():
         if not torch.isfinite(tensor).all():
             raise ImageError("tensor holds NaN or infinite values")
+        low, high = float(tensor.min()), float(tensor.max())
+        # Rounding in a float pipeline may step a hair outside [0, 1]; 0-255 values (uint8.float()) are a mistake.
+        if low < -FLOAT_SLACK or high > 1.0 + FLOAT_SLACK:
+            hint = " (a uint8 image as float? divide by 255)" if high > 1.0 + FLOAT_SLACK else ""
+            raise ImageError(f"float tensor values must lie in [0, 1], found {low:g} to {high:g}{hint}")
         tensor = tensor.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
     elif tensor.dtype != torch.uint8:
         raise ImageError(f"tensor must be float in [0, 1] or uint8, got {tensor.dtype}")
@@ -400,9 +429,11 @@ def _from_array(array: np.ndarray) -> SourceImage:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError(f"array must be (H, W) or (H, W, C) with C in 1, 2, 3, 4, got {array.shape}")
-    if array.dtype == np.uint16:
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # any byte order (raw PGM and FITS are big-endian)
         array = np.rint(array.astype(np.float64) / 257.0).astype(np.uint8)
-    elif array.dtype != np.uint8:
+    elif array.dtype.kind == "u" and array.dtype.itemsize == 1:
+        array = array.astype(np.uint8, copy=False)
+    else:
         raise ImageError(f"array must be uint8 or uint16, got {array.dtype}")
     # Channels as Pillow's modes: L, LA, RGB, RGBA.
     channels = array.shape[2]

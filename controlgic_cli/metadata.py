@@ -39,7 +39,9 @@ def parse_metadata_kinds(text: str) -> frozenset[str]:
 
 
 def check_metadata_kinds(kinds) -> frozenset[str]:
-    """The library's form of the option: an iterable of kind names, or the option's text."""
+    """The library's form of the option: an iterable of kind names, the option's text, or None for none."""
+    if kinds is None:
+        return frozenset()
     if isinstance(kinds, str):
         return parse_metadata_kinds(kinds)
     kinds = frozenset(kinds)

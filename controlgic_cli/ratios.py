@@ -20,7 +20,12 @@ DEFAULT_RATIOS = (0.3, 0.6, 0.1)
 
 def validate_ratios(ratios) -> tuple[float, float, float]:
     """Each ratio in [0, 1], three of them, summing to 1 within 1e-6."""
-    values = tuple(ratios)
+    try:
+        if isinstance(ratios, str | bytes):
+            raise TypeError
+        values = tuple(ratios)
+    except TypeError:  # text, or one number
+        raise OptionsError(f"ratios need three numbers (fine, medium, coarse), got {ratios!r}") from None
     if len(values) != 3:
         raise OptionsError(f"ratios need three values (fine, medium, coarse), got {len(values)}")
     checked = []

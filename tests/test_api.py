@@ -165,3 +165,60 @@ def test_odd_inputs_get_clear_errors_and_byte_like_inputs_work(codec):
     assert codec.decode(bytearray(expected)).size == (40, 24)
     assert codec.encode_dataset([], target_bpp=0.3) == []
     assert codec.encode(png.getvalue(), ratios=None).data == expected
+
+
+def test_arguments_of_the_wrong_kind_get_clear_errors(codec):
+    image = synthetic_photo(24, 40)
+    data = codec.encode(image).data
+    for crop in ((0, 0, 5), "0,0,5,5", (float("nan"), 0, 5, 5), (None, 0, 5, 5)):
+        with pytest.raises(OptionsError, match="four whole numbers"):
+            codec.decode(data, crop=crop)
+    assert codec.decode(data, crop=np.array([0, 0, 5, 4])).size == (5, 4)
+    assert codec.encode(image, metadata=None).data == data
+    with pytest.raises(TypeError, match="target_bpp must be a number"):
+        codec.encode_to_target(image, target_bpp="0.3")
+    with pytest.raises(OptionsError, match="finite"):
+        codec.encode_to_target(image, target_size=float("nan"))
+    with pytest.raises(TypeError, match="list of images"):
+        codec.encode_dataset(image, target_bpp=0.3)
+    with pytest.raises(OptionsError, match="three numbers"):
+        codec.encode(image, 0.5)
+    for device in (None, 0, "mps"):
+        with pytest.raises(OptionsError, match="unknown device"):
+            Codec(device=device)
+
+
+def test_float_tensors_outside_0_1_are_refused_not_clamped(codec):
+    torch = pytest.importorskip("torch")
+    pixels = torch.from_numpy(synthetic_photo(24, 40)).permute(2, 0, 1)
+    with pytest.raises(ImageError, match="divide by 255"):
+        codec.encode(pixels.float())
+    assert codec.encode(pixels.float() / 255).data == codec.encode(pixels).data
+
+
+def test_big_endian_16_bit_arrays_read_like_native_ones(codec):
+    wide = synthetic_photo(24, 40).astype(np.uint16) * 257
+    assert codec.encode(wide.astype(">u2")).data == codec.encode(wide).data
+
+
+def test_get_codec_loads_a_model_once_however_it_is_asked_for(tiny_weights):
+    from controlgic_cli.api import get_codec
+
+    get_codec.cache_clear()
+    first = get_codec(str(tiny_weights))
+    assert get_codec(tiny_weights, "auto") is first and get_codec(str(tiny_weights), device="cpu") is first
+    get_codec.cache_clear()
+
+
+def test_read_info_does_not_import_torch(tmp_path, codec):
+    import subprocess
+    import sys
+
+    (tmp_path / "x.cgic").write_bytes(codec.encode(synthetic_photo(16, 16)).data)
+    script = (
+        "import sys, controlgic_cli as c; "
+        f"h = c.read_info(open({str(tmp_path / 'x.cgic')!r}, 'rb').read()); "
+        "print(h.width, 'torch' in sys.modules)"
+    )
+    printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout
+    assert printed.split() == ["16", "False"]
