@@ -20,7 +20,7 @@ import io
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .container import DECODED_PIL_MODES, MAGIC, parse_file
-from .errors import CgicError, FormatError
+from .errors import CgicError, FormatError, OptionsError
 from .metadata import attach
 from .ratios import ppm_to_ratios
 
@@ -78,6 +78,8 @@ def _save(im: Image.Image, fp, filename) -> None:
     metadata = options.get("metadata", ())
     planner = options.get("planner", DEFAULT_PLANNER)
     targets = [options.get(key) for key in ("target_bpp", "target_size", "target_psnr", "quality")]
+    if any(target is not None for target in targets) and options.get("ratios") is not None:
+        raise OptionsError("ratios and a target (target_bpp, target_size, target_psnr, quality) are alternatives")
     if any(target is not None for target in targets):
         result = codec.encode_to_target(
             im, *targets[:2], tune=tune, metadata=metadata, target_psnr=targets[2], planner=planner, quality=targets[3]

@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 import controlgic_cli  # noqa: F401  (registers the plugin)
 from controlgic_cli.api import Codec, get_codec
+from controlgic_cli.errors import CgicError
 
 from .conftest import synthetic_photo
 
@@ -50,6 +51,8 @@ def test_save_with_target_and_grey_mode(default_to_tiny, tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(synthetic_photo(48, 48)).save(buffer, format="CGIC", target_size=300)
     assert len(buffer.getvalue()) <= 300
+    with pytest.raises(CgicError, match="alternatives"):  # not one of them silently ignored
+        Image.fromarray(synthetic_photo(48, 48)).save(io.BytesIO(), format="CGIC", target_size=300, ratios=(0, 0, 1))
 
 
 def test_save_passes_the_tune(default_to_tiny, tiny_weights):
