@@ -94,9 +94,6 @@ class Analysis:
     planner: str = DEFAULT_PLANNER  # whose scores these are (a quality level's threshold is in their units)
 
 
-# Version 3 files group their mask bits; versions 1 and 2 send them plain. Both are stateless.
-
-
 def pad_to_block(image: np.ndarray) -> np.ndarray:
     """Replicate the last row/column of an (H, W, ...) array up to a multiple of 16 (cropped off after decoding)."""
     height, width = image.shape[:2]
@@ -237,8 +234,7 @@ class Codec:
         planner "measured" scores patches by decoding every granularity (three
         decoder passes); "entropy" by the paper's patch entropy (none).
         """
-        if isinstance(images, str | bytes | Path | Image.Image | np.ndarray):
-            raise TypeError("analyse_many takes a list of images; for one image, use analyse")
+        _refuse_one_image(images, "analyse_many")
         if tune not in TUNES:
             raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
         if planner not in PLANNERS:
@@ -421,8 +417,7 @@ class Codec:
     ) -> list[EncodeResult]:
         """Meet a mean bpp (total bits / total pixels) over a set, sharing one score threshold."""
         _check_target(target_bpp, None)
-        if isinstance(images, str | bytes | Path | Image.Image | np.ndarray):
-            raise TypeError("encode_dataset takes a list of images")
+        _refuse_one_image(images, "encode_dataset")
         images = list(images)
         if not images:
             return []
@@ -510,6 +505,12 @@ class Codec:
         equal channels). crop as for decode."""
         pixels, _ = self.decode_array(data, crop)
         return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+
+
+def _refuse_one_image(images, method: str) -> None:
+    """A path or an image where a list of images belongs would be iterated character by character, or by row."""
+    if isinstance(images, str | bytes | Path | Image.Image | np.ndarray):
+        raise TypeError(f"{method} takes a list of images, not one {type(images).__name__}")
 
 
 def _psnr_against(source: SourceImage, rgb: np.ndarray) -> float:

@@ -100,11 +100,8 @@ MAX_PIXELS = 120_000_000
 def check_pixel_count(width: int, height: int, name: str | None = None) -> None:
     """ImageError for an image (to encode or to decode) larger than MAX_PIXELS."""
     if width * height > MAX_PIXELS:
-        prefix = f"{name}: " if name else ""
-        raise ImageError(
-            f"{prefix}{width}x{height} is {width * height / 1e6:.1f} megapixels; this version handles at most "
-            f"{MAX_PIXELS / 1e6:.0f}"
-        )
+        size = f"{width}x{height} is {width * height / 1e6:.1f} megapixels"
+        raise ImageError(_about(name, f"{size}; this version handles at most {MAX_PIXELS / 1e6:.0f}"))
 
 
 def check_codable_size(width: int, height: int) -> None:
