@@ -8,16 +8,11 @@ when any file failed or input was bad, 2 for usage errors. Errors are one line;
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
-import signal
 import sys
-import threading
-import traceback
-import warnings
 from pathlib import Path
 
 import click
@@ -25,6 +20,25 @@ import click
 from . import __version__
 from .alpha_coding import unpack_alpha
 from .batch import decode_file, default_jobs, run_ordered
+from .cli_options import (
+    CropType,
+    FiniteFloatRange,
+    MetadataType,
+    RatiosType,
+    ResizeType,
+    common_options,
+    model_options,
+    skip_existing_option,
+)
+from .cli_output import (
+    EXIT_INTERRUPTED,
+    Reporter,
+    decode_summary,
+    encode_summary,
+    progress_bar,
+    report_outcomes,
+    stops_cleanly_on_ctrl_c,
+)
 from .container import (
     COLOUR_GREY,
     COLOUR_GREY_ALPHA,
@@ -35,15 +49,11 @@ from .container import (
 )
 from .errors import CgicError, OptionsError
 from .file_plan import FilePlan, plan_tasks
-from .fileio import STDIO, clear_stop, read_source, request_stop, stop_requested
+from .fileio import STDIO, read_source
 from .image_io import IMAGE_SUFFIXES, output_format
 from .mask_coding import unpack_file_masks
-from .metadata import parse_metadata_kinds
-from .ratios import ppm_to_ratios, validate_ratios
+from .ratios import ppm_to_ratios
 from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
-
-# 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C.
-EXIT_INTERRUPTED = 130
 
 COLOUR_NAMES = {
     COLOUR_GREY: "grey",
@@ -52,155 +62,6 @@ COLOUR_NAMES = {
     COLOUR_RGB_ALPHA: "RGBA",
     COLOUR_GREY_ALPHA: "grey + alpha",
 }
-
-
-class RatiosType(click.ParamType):
-    """`f,m,c` area fractions for fine, medium and coarse granularity."""
-
-    name = "F,M,C"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        parts = [p.strip() for p in str(value).split(",")]
-        try:
-            return validate_ratios([float(p) for p in parts])
-        except ValueError as exc:  # OptionsError is a ValueError too
-            message = str(exc) if isinstance(exc, OptionsError) else f"{value!r} is not three numbers"
-            self.fail(f"{message} (expected fine,medium,coarse such as 0.3,0.6,0.1)", param, ctx)
-
-
-class _PixelNumbers(click.ParamType):
-    """Whole numbers of pixels joined by a separator: how many, and which are valid, is the subclass's."""
-
-    separator = ","
-    count = 0
-    expected = ""  # what the message says a value should be
-
-    def valid(self, numbers: tuple[int, ...]) -> bool:
-        raise NotImplementedError
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            numbers = tuple(int(p.strip()) for p in str(value).lower().split(self.separator))
-        except ValueError:
-            numbers = ()
-        if len(numbers) != self.count or not self.valid(numbers):
-            self.fail(f"{value!r} is not {self.expected}", param, ctx)
-        return numbers
-
-
-class CropType(_PixelNumbers):
-    """`x,y,w,h`: left, top, width and height in pixels, like dwebp's -crop."""
-
-    name = "X,Y,W,H"
-    count = 4
-    expected = "left,top,width,height in pixels (such as 0,0,512,512)"
-
-    def valid(self, crop: tuple[int, ...]) -> bool:
-        return min(crop) >= 0 and min(crop[2:]) >= 1
-
-
-class FiniteFloatRange(click.FloatRange):
-    """click's FloatRange without NaN and infinity, which compare false with every bound and so pass its check."""
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-class ResizeType(_PixelNumbers):
-    """`WxH` in pixels, a side of 0 keeping the aspect ratio (cwebp's -resize)."""
-
-    name = "WxH"
-    separator = "x"
-    count = 2
-    expected = "WIDTHxHEIGHT in pixels (such as 1600x0; 0 keeps the aspect ratio)"
-
-    def valid(self, size: tuple[int, ...]) -> bool:
-        return min(size) >= 0 and max(size) > 0
-
-
-class MetadataType(click.ParamType):
-    """`none`, `all` or a comma list of icc, exif, xmp."""
-
-    name = "LIST"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, frozenset):
-            return value
-        try:
-            return parse_metadata_kinds(str(value))
-        except OptionsError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class Reporter:
-    """Where messages go: summaries and errors on stderr, JSON on stdout unless stdout carries data."""
-
-    def __init__(self, quiet: bool, verbose: bool, as_json: bool, stdout_is_data: bool):
-        self.quiet, self.verbose, self.as_json = quiet, verbose, as_json
-        self.stdout_is_data = stdout_is_data
-        # A library's Python warning (Pillow on an odd file, say) reads like any other warning:
-        # one line, no source location unless -v.
-        warnings.showwarning = self._python_warning
-
-    def _python_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
-        where = f" ({category.__name__} at {filename}:{lineno})" if self.verbose else ""
-        self.warn(f"{message}{where}")
-
-    def line(self, text: str) -> None:
-        if not self.quiet:
-            click.echo(text, err=True)
-
-    def warn(self, text: str) -> None:
-        if not self.quiet:
-            click.echo(f"cgic: warning: {text}", err=True)
-
-    def error(self, text: str) -> None:
-        if self.verbose:
-            traceback.print_exc()
-        click.echo(f"cgic: error: {text}", err=True)
-
-    def record(self, record: dict) -> None:
-        if self.as_json:
-            click.echo(json.dumps(record), err=self.stdout_is_data)
-
-
-skip_existing_option = click.option(
-    "--skip-existing",
-    is_flag=True,
-    help="Leave inputs whose output already exists (outputs are written atomically, so they are complete): "
-    "resumes an interrupted batch.",
-)
-
-
-def common_options(func):
-    func = click.option("-v", "--verbose", is_flag=True, help="More detail; tracebacks on errors.")(func)
-    func = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(func)
-    func = click.option("--json", "as_json", is_flag=True, help="One JSON object per file (JSON Lines).")(func)
-    return func
-
-
-def model_options(func):
-    func = click.option(
-        "--device",
-        type=click.Choice(["auto", "cpu", "cuda"]),
-        default="auto",
-        show_default=True,
-        help="Where the network runs.",
-    )(func)
-    func = click.option(
-        "--weights",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Weights file (default: $CGIC_WEIGHTS, else the shipped model).",
-    )(func)
-    return func
 
 
 # click 8.2 and later raise this (a UsageError) for a group called without a command.
@@ -491,12 +352,12 @@ def encode(
         measure_psnr=print_psnr,
     )
     if engine != "dask" and len(tasks) == 1 and not reporter.quiet:
-        settings = dataclasses.replace(settings, progress=_progress_bar())
+        settings = dataclasses.replace(settings, progress=progress_bar())
     dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
     try:
         batch = batch or default_batch(device)
-        with _stops_cleanly_on_ctrl_c():
+        with stops_cleanly_on_ctrl_c():
             if engine == "dask":
                 from .distributed import encode_dask
 
@@ -507,173 +368,12 @@ def encode(
                 _load_codec(weights, device, reporter)  # a bad weights file fails once, before any file
                 outcomes = encode_local(tasks, settings, jobs, dataset_target, batch)
             # Dask workers are other processes, which fileio's stop does not reach: no waiting for them.
-            _report_outcomes(
-                outcomes, len(tasks), reporter, _encode_summary, manifest, verbose, drain_on_interrupt=engine != "dask"
+            report_outcomes(
+                outcomes, len(tasks), reporter, encode_summary, manifest, verbose, drain_on_interrupt=engine != "dask"
             )
     except CgicError as exc:
         reporter.error(str(exc))
         sys.exit(1)
-
-
-def _progress_bar():
-    """A progress callback drawing a bar on stderr (when it is a terminal) for one file's long passes.
-
-    The --tune psnr search and the measured planner take minutes on a large
-    photo. Each phase counts from 0 again and gets its own bar; a bar shows
-    only once its phase has run for a second (a Kodak-sized encode shows
-    none) and goes away when it ends, before the file's summary line.
-    """
-    from tqdm import tqdm
-
-    bars = []  # made at a phase's first call, so a file that fails earlier leaves no empty bar behind
-
-    def advance(done: int, total: int) -> None:
-        if not bars or done <= bars[-1].n:
-            # Steps are seconds apart on a large photo: draw every one (mininterval 0).
-            options = {"file": sys.stderr, "disable": None, "leave": False, "mininterval": 0, "delay": 1.0}
-            bars.append(tqdm(total=total, desc="encoding", unit="step", **options))
-        bars[-1].update(done - bars[-1].n)
-        if done == total:
-            bars[-1].close()
-
-    return advance
-
-
-def _report_outcomes(
-    outcomes,
-    total: int,
-    reporter: Reporter,
-    summarise,
-    manifest: str | None = None,
-    verbose: bool = False,
-    drain_on_interrupt: bool = True,
-) -> None:
-    """Print each FileOutcome as it arrives, append written files to the manifest, exit 1 if any failed.
-
-    On Ctrl-C the outcomes of the work in hand are still taken (drain_on_interrupt; the local engines give
-    them at once), so every file that landed is reported and in the manifest; then exit 130.
-    """
-    from tqdm import tqdm
-
-    batch = total > 1
-    progress = tqdm(total=total, file=sys.stderr, disable=None if batch and not reporter.quiet else True)
-    manifest_file = None  # opened at the first file written, so a run that writes none leaves no manifest
-    counts = {"failed": 0, "skipped": 0, "written": 0}
-
-    def report(outcome) -> None:
-        nonlocal manifest_file
-        progress.update()
-        task = outcome.task
-        if outcome.interrupted:
-            return
-        if not outcome.ok:
-            counts["failed"] += 1
-            if verbose and outcome.traceback:
-                click.echo(outcome.traceback, err=True, nl=False)
-            click.echo(f"cgic: error: {task.source}: {outcome.error}", err=True)
-            reporter.record({"input": task.source, "ok": False, "error": outcome.error})
-            return
-        if outcome.skipped:
-            counts["skipped"] += 1
-            _progress_line(progress, reporter, batch, f"{task.source}: skipped, {task.target} exists")
-            reporter.record({**outcome.record, "ok": True, "skipped": True})
-            return
-        counts["written"] += 1
-        for note in outcome.warnings:
-            reporter.warn(f"{task.source}: {note}")
-        _progress_line(progress, reporter, batch, summarise(outcome, verbose))
-        reporter.record({**outcome.record, "ok": True})
-        if manifest is not None:
-            if manifest_file is None:
-                manifest_file = open(manifest, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
-            keys = ("input", "output", "bytes", "bpp", "ratios", "seconds")
-            manifest_file.write(json.dumps({k: outcome.record[k] for k in keys}) + "\n")
-            manifest_file.flush()
-
-    interrupted = False
-    try:
-        try:
-            for outcome in outcomes:
-                report(outcome)
-        except KeyboardInterrupt:
-            interrupted = True
-            request_stop()
-            if drain_on_interrupt:
-                with contextlib.suppress(KeyboardInterrupt):
-                    for outcome in outcomes:
-                        report(outcome)
-    finally:
-        progress.close()
-        if manifest_file is not None:
-            manifest_file.close()
-    if interrupted:
-        click.echo(f"cgic: interrupted: {counts['written']} of {total} files written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    failures, skips = counts["failed"], counts["skipped"]
-    if batch:
-        skip_note = f" ({skips} skipped, output exists)" if skips else ""
-        reporter.line(f"{total - failures} of {total} files done{skip_note}, {failures} failed")
-    if failures:
-        sys.exit(1)
-
-
-@contextlib.contextmanager
-def _stops_cleanly_on_ctrl_c():
-    """Ctrl-C ends a run with exit status 130 and no traceback, without a half-reported batch.
-
-    The first Ctrl-C tells fileio to let no more outputs land, and the run waits
-    for the work in hand (_report_outcomes); a second one ends the process at once.
-    """
-    clear_stop()
-
-    def on_interrupt(signum, frame):
-        if stop_requested():
-            click.echo("cgic: interrupted again: stopping now", err=True)
-            os._exit(EXIT_INTERRUPTED)
-        request_stop()
-        raise KeyboardInterrupt
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
-    try:
-        yield
-    except KeyboardInterrupt:
-        click.echo("cgic: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-
-
-def _progress_line(progress, reporter: Reporter, batch: bool, text: str) -> None:
-    if batch and not reporter.quiet:
-        progress.write(text, file=sys.stderr)  # keeps the bar below the lines
-    else:
-        reporter.line(text)
-
-
-def _decode_summary(outcome, verbose: bool) -> str:
-    record = outcome.record
-    return (
-        f"{record['input']} -> {record['output']}: {record['width']}x{record['height']} {record['mode']}, "
-        f"{outcome.seconds:.2f} s"
-    )
-
-
-def _encode_summary(outcome, verbose: bool) -> str:
-    record = outcome.record
-    text = (
-        f"{record['input']} -> {record['output']}: {record['bytes']} bytes, {record['bpp']:.4f} bpp, "
-        f"{record['width']}x{record['height']}, {outcome.seconds:.2f} s"
-    )
-    if "target_reached" in record:
-        fine, medium, coarse = record["ratios"]
-        text += f", ratios {fine:.4f},{medium:.4f},{coarse:.4f}"
-    if "psnr" in record:
-        text += f", {record['psnr']:.2f} dB"
-    if verbose:
-        text += f" (sections {record['section_bytes']}, tokens {record['tokens']})"
-    return text
 
 
 @main.command()
@@ -721,14 +421,14 @@ def decode(
     reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
     for note in file_plan.notes:
         reporter.warn(note)
-    with _stops_cleanly_on_ctrl_c():
+    with stops_cleanly_on_ctrl_c():
         codec = _load_codec(weights, device, reporter)
         # Threads overlap one file's decoder pass with another's PNG writing: 24 Kodak files decoded
         # in 8.5-9.0 s on two threads against 12.5-13.2 s one at a time (session 11, two cores).
         outcomes = run_ordered(
             lambda task: decode_file(task, codec, force, skip_existing, crop), tasks, jobs or default_jobs()
         )
-        _report_outcomes(outcomes, len(tasks), reporter, _decode_summary, verbose=verbose)
+        report_outcomes(outcomes, len(tasks), reporter, decode_summary, verbose=verbose)
 
 
 @main.command()

@@ -379,7 +379,7 @@ def test_eval_jpeg_xl_when_the_plugin_is_installed(tmp_path, tiny_weights, monke
 def test_the_progress_bar_draws_on_a_terminal_once_a_phase_is_slow_and_clears_itself(monkeypatch):
     import io
 
-    from controlgic_cli.cli import _progress_bar
+    from controlgic_cli.cli_output import progress_bar
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -389,7 +389,7 @@ def test_the_progress_bar_draws_on_a_terminal_once_a_phase_is_slow_and_clears_it
     monkeypatch.setattr("tqdm.std.time", lambda: clock[0])  # tqdm's own clock, for its 1 s delay
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    advance = _progress_bar()
+    advance = progress_bar()
     assert terminal.getvalue() == "", "no bar before the search starts"
     advance(1, 6)
     assert terminal.getvalue() == "", "no bar in a phase's first second"
