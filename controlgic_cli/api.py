@@ -135,7 +135,8 @@ def _crop_box(crop: Crop | None, width: int, height: int) -> Box:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """ "auto", "cpu", "cuda" (or "cuda:N"), or a torch.device of those kinds; OptionsError for anything else."""
+    """The torch device for "auto", "cpu", "cuda" (or "cuda:N"), or a torch.device of those kinds; OptionsError
+    for anything else."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(device, str | torch.device):
