@@ -5,7 +5,7 @@ and decode wall time (PNG file in -> .cgic bytes -> decoded PNG bytes, model
 already loaded), bits per transmitted index against the empirical entropy of
 those indices, and the process's peak resident memory.
 
-    python -m controlgic_cli.bench ../shared/data/kodak --json-out docs/bench-kodak.json
+    python -m controlgic_cli.bench KODAK_DIR --json-out docs/bench-kodak.json
 """
 
 from __future__ import annotations

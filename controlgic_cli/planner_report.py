@@ -1,6 +1,6 @@
 """The planners compared on a folder of images at equal bpp (docs/rate-control.md, "Measured planner").
 
-    python -m controlgic_cli.planner_report ../shared/data/kodak --metric-weights ../shared/metric-weights \
+    python -m controlgic_cli.planner_report KODAK_DIR --metric-weights METRIC_WEIGHTS_DIR \
         --json-out docs/planner-kodak.json
 
 For every image and target bpp, each planner's file from rate control (real

@@ -1,6 +1,6 @@
 """Make the quality scale of a model (quality.py) from a folder of photos: the Kodak images for shipped weights.
 
-    python -m controlgic_cli.quality_calibration ../shared/data/kodak -o weights/cgic-base.quality.json
+    python -m controlgic_cli.quality_calibration KODAK_DIR -o weights/cgic-base.quality.json
 
 For each planner, every image is analysed once and its rate path computed;
 the threshold of each anchor level is then the shared threshold of a

@@ -1,6 +1,6 @@
 """Rate-control measurements on a folder of images (docs/rate-control.md).
 
-    python -m controlgic_cli.rate_report ../shared/data/kodak --metric-weights ../shared/metric-weights \
+    python -m controlgic_cli.rate_report KODAK_DIR --metric-weights METRIC_WEIGHTS_DIR \
         --json-out docs/rate-kodak.json
 
 1. Accuracy: for each target bpp, the achieved bpp of every image (real files).

@@ -1,8 +1,8 @@
 """Published Kodak results drawn on the rate-distortion plots for context.
 
-Values copied from the sources named (via ../shared/docs/ecosystem-notes.md
-and reference-notes.md); each entry is (label, {metric: [(bpp, value), ...]}).
-They are other people's measurements, shown as such, never mixed into ours.
+Values copied from the publications named in the labels (papers, CompressAI's published
+results); each entry is (label, {metric: [(bpp, value), ...]}). They are other people's
+measurements, shown as such, never mixed into ours.
 """
 
 from __future__ import annotations

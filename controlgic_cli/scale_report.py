@@ -1,6 +1,6 @@
 """Batch throughput measurements (docs/scaling.md).
 
-    python -m controlgic_cli.scale_report ../shared/data/kodak --json-out docs/scaling-kodak.json
+    python -m controlgic_cli.scale_report KODAK_DIR --json-out docs/scaling-kodak.json
 
 Runs the real CLI in fresh processes on a folder: the one-image-at-a-time
 loop (--jobs 1), the pipeline at several --jobs, and a local Dask cluster of

@@ -1,6 +1,6 @@
 """Tiled inference measurements (docs/robustness.md, "Large images").
 
-    python -m controlgic_cli.tile_report ../shared/data/kodak --json-out docs/tiles-kodak.json
+    python -m controlgic_cli.tile_report KODAK_DIR --json-out docs/tiles-kodak.json
 
 1. Seam error: each image is coded with small tiles (core 256 px, so a
    768x512 photo has six tiles and seams through its middle) at several

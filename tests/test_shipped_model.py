@@ -121,7 +121,7 @@ def test_thread_count_does_not_change_the_file(codec):
 def test_the_measured_planner_decodes_closer_than_entropy_at_the_same_ratios(codec, ratios):
     """The default planner's reason to exist, on the sample: a closer decode in about the same bytes.
 
-    Measured in session 9: +0.5 dB at (0, .5, .5) and +0.8 dB at (.3, .6, .1), files within 3 %.
+    Measured on 2026-12-02: +0.5 dB at (0, .5, .5) and +0.8 dB at (.3, .6, .1), files within 3 %.
     """
     original = np.asarray(Image.open(SAMPLE).convert("RGB"))
     results = {planner: codec.encode(original, ratios, planner=planner) for planner in ("measured", "entropy")}

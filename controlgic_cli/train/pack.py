@@ -10,7 +10,7 @@ degraded more than another. File names are kept, so the validation split
 PACK.json inside lists the source, the quality used (null: originals) and
 each image's sha256 before and after, so a run can say exactly what it saw.
 
-    python -m controlgic_cli.train pack --data-dir ../shared/data/train -o train-pack.tar
+    python -m controlgic_cli.train pack --data-dir TRAIN_DIR -o train-pack.tar
     mkdir train && tar xf train-pack.tar -C train      # then: train run --data-dir train
 """
 

@@ -1,6 +1,6 @@
 """Training-step throughput on this machine: fp32 vs bf16 autocast, channels_last on and off.
 
-    python -m controlgic_cli.train.step_bench ../shared/metric-weights [--device cpu]
+    python -m controlgic_cli.train.step_bench METRIC_WEIGHTS_DIR [--device cpu]
 
 One training step (forward, MSE + LPIPS + VQ loss, backward, Adam) of the
 default network on batch 8 of 128x128 crops, as in the `base` run; the median
