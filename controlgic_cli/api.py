@@ -36,7 +36,7 @@ from .container import (
 )
 from .errors import ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, check_codable_size, check_pixel_count, load_image, to_pil
-from .index_coding import NeighbourRankCoding, UsageCoding
+from .index_coding import GroupUsageCoding, NeighbourRankCoding, UsageCoding
 from .inference import NetworkPass, TiledNetwork
 from .mask_coding import MASK_CODINGS, unpack_file_masks
 from .measured import measured_scores
@@ -187,13 +187,17 @@ class Codec:
         self.model: LoadedModel = load_weights(weights, self.device)
         self.network = TiledNetwork(self.model.network.to(memory_format=torch.channels_last), self.device, tiles)
         usage = self.model.code_usage
-        # Writes version 3 when the weights carry rank tables; reads version 1 and 2 files with usage coding.
-        self.usage_coding = UsageCoding(usage)
-        self.index_coding = self.usage_coding
-        if self.model.rank_usage is not None:
-            codebook = self.model.network.quantizer.codebook.detach().cpu().double().numpy()
-            self.index_coding = NeighbourRankCoding(codebook, usage, self.model.rank_usage)
-        self.mask_coding = MASK_CODINGS[self.index_coding.rank_coded]
+        if self.model.is_latent:
+            # Model v2 writes and reads version 5 only.
+            self.usage_coding = self.index_coding = GroupUsageCoding(usage)
+        else:
+            # Writes version 3 when the weights carry rank tables; reads version 1 and 2 files with usage coding.
+            self.usage_coding = UsageCoding(usage)
+            self.index_coding = self.usage_coding
+            if self.model.rank_usage is not None:
+                codebook = self.model.network.quantizer.codebook.detach().cpu().double().numpy()
+                self.index_coding = NeighbourRankCoding(codebook, usage, self.model.rank_usage)
+        self.mask_coding = MASK_CODINGS[self.index_coding.rank_coded or self.index_coding.grouped]
 
     @property
     def model_id(self) -> bytes:
@@ -240,9 +244,11 @@ class Codec:
             raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
         if planner not in PLANNERS:
             raise OptionsError(f"unknown planner {planner!r} (use {' or '.join(PLANNERS)})")
+        if tune == "psnr" and self.model.is_latent:
+            raise OptionsError("tune 'psnr' searches a VQ codebook: it needs model v1 weights, not these (model v2)")
         kinds = check_metadata_kinds(metadata)
         sources = [image if isinstance(image, SourceImage) else load_image(image, kinds) for image in images]
-        if not self.index_coding.rank_coded:  # alpha files are version 4, which is rank-coded
+        if not (self.index_coding.rank_coded or self.index_coding.grouped):  # alpha files are version 4 or 5
             sources = [
                 source.without_alpha("these weights have no rank tables, which alpha files need") for source in sources
             ]
@@ -305,6 +311,7 @@ class Codec:
             metadata=analysis.source.metadata,
             rank_coded=coding.rank_coded,
             alpha=analysis.alpha,
+            grouped=coding.grouped,
         )
         source = analysis.source
         header = CgicHeader(
@@ -462,7 +469,9 @@ class Codec:
         region = _crop_box(crop, header.width, header.height)
         # Version 1 and 2 files name the weights without their rank tables, which they do not use.
         coding, loaded_id = (
-            (self.index_coding, self.model_id) if sections.rank_coded else (self.usage_coding, self.model.base_model_id)
+            (self.index_coding, self.model_id)
+            if sections.grouped_masks
+            else (self.usage_coding, self.model.base_model_id)
         )
         if header.model_id != loaded_id:
             raise ModelError(
@@ -474,8 +483,16 @@ class Codec:
             raise ModelError(
                 f"this version-3 file needs rank tables, which the loaded weights ({self.model.path.name}) lack"
             )
+        if sections.rank_coded != coding.rank_coded or sections.grouped != coding.grouped:
+            # A forged header: the model id pins the weights, and with them the coding.
+            raise ModelError(
+                f"this version-{sections.format_version} file's index coding does not match the loaded weights "
+                f"({self.model.path.name})"
+            )
         check_pixel_count(header.width, header.height)
-        coarse_mask, medium_mask = unpack_file_masks(sections.masks, header.width, header.height, sections.rank_coded)
+        coarse_mask, medium_mask = unpack_file_masks(
+            sections.masks, header.width, header.height, sections.grouped_masks
+        )
         fine_mask = GranularityPlan(coarse=coarse_mask, medium=medium_mask).fine
         maps = [
             coding.decode(level, stream, mask)

@@ -444,7 +444,7 @@ def info(inputs, as_json, verbose) -> None:
         try:
             data = read_source(source)
             header, sections = parse_file(data)
-            unpack_file_masks(sections.masks, header.width, header.height, sections.rank_coded)
+            unpack_file_masks(sections.masks, header.width, header.height, sections.grouped_masks)
             if sections.alpha:
                 unpack_alpha(sections.alpha, header.width, header.height)
         except (CgicError, OSError) as exc:
@@ -461,7 +461,7 @@ def info(inputs, as_json, verbose) -> None:
             "input": source,
             "ok": True,
             "format_version": version,
-            "index_coding": "neighbour-rank" if sections.rank_coded else "usage",
+            "index_coding": "group" if sections.grouped else "neighbour-rank" if sections.rank_coded else "usage",
             "width": header.width,
             "height": header.height,
             "colour": COLOUR_NAMES[header.colour_mode],

@@ -5,8 +5,11 @@ metadata records (colour profile, Exif, XMP). Version 3 has the layout of
 version 2, metadata records optional, but its index streams are
 neighbour-rank coded (index_coding.py) and its masks grouped
 (mask_coding.py). Version 4 is version 3 with an alpha plane (alpha_coding.py)
-as the first record. This cgic reads all four and writes version 3 (4 for
-images with transparency) with weights that carry rank tables, else version 1 or 2.
+as the first record. Version 5 (model v2) has the layout of version 4, its
+alpha record present exactly when the colour mode has alpha, and its index
+streams group-coded (index_coding.GroupUsageCoding). This cgic reads all five
+and writes version 5 with model v2 weights; with model v1, version 3 (4 for
+images with transparency) when the weights carry rank tables, else 1 or 2.
 
 docs/format.md is the specification; this module is its only implementation.
 Every length in a file is checked before it is used, and nothing is allocated
@@ -29,8 +32,16 @@ FORMAT_VERSION = 1
 FORMAT_VERSION_METADATA = 2
 FORMAT_VERSION_RANK_CODED = 3
 FORMAT_VERSION_ALPHA = 4
-READABLE_VERSIONS = (FORMAT_VERSION, FORMAT_VERSION_METADATA, FORMAT_VERSION_RANK_CODED, FORMAT_VERSION_ALPHA)
+FORMAT_VERSION_GROUPED = 5
+READABLE_VERSIONS = (
+    FORMAT_VERSION,
+    FORMAT_VERSION_METADATA,
+    FORMAT_VERSION_RANK_CODED,
+    FORMAT_VERSION_ALPHA,
+    FORMAT_VERSION_GROUPED,
+)
 RANK_CODED_VERSIONS = (FORMAT_VERSION_RANK_CODED, FORMAT_VERSION_ALPHA)
+GROUPED_MASK_VERSIONS = (*RANK_CODED_VERSIONS, FORMAT_VERSION_GROUPED)  # masks in groups of four (mask_coding.py)
 HEADER_SIZE = 60
 MAX_DIMENSION = 65535
 MODEL_ID_SIZE = 8
@@ -108,7 +119,8 @@ class CgicSections:
     """The payload: mask section, the fine, medium and coarse index streams, any alpha plane and metadata.
 
     rank_coded: version 3, whose index streams hold neighbour ranks, not indices, and whose masks are grouped.
-    alpha: the coded alpha plane (alpha_coding.py), empty for opaque images; version 4, rank-coded only.
+    grouped: version 5, whose index streams hold FSQ groups (model v2) and whose masks are grouped.
+    alpha: the coded alpha plane (alpha_coding.py), empty for opaque images; versions 4 and 5 only.
     """
 
     masks: bytes
@@ -118,10 +130,17 @@ class CgicSections:
     metadata: ImageMetadata = ImageMetadata()
     rank_coded: bool = False
     alpha: bytes = b""
+    grouped: bool = False
+
+    @property
+    def grouped_masks(self) -> bool:
+        return self.rank_coded or self.grouped
 
     @property
     def format_version(self) -> int:
-        """Version 4 with alpha, 3 for rank-coded streams; else 2 only when there is metadata, so the rest stays 1."""
+        """5 for group-coded streams, 4 with alpha, 3 for rank-coded streams; else 2 only with metadata, or 1."""
+        if self.grouped:
+            return FORMAT_VERSION_GROUPED
         if self.alpha:
             return FORMAT_VERSION_ALPHA
         if self.rank_coded:
@@ -152,7 +171,7 @@ def mask_section_size_range(width: int, height: int, version: int = FORMAT_VERSI
     """
     rows, columns = -(-height // _COARSE_CELL), -(-width // _COARSE_CELL)
     cell_count = rows * columns
-    if version in RANK_CODED_VERSIONS:
+    if version in GROUPED_MASK_VERSIONS:
         block_count = -(-rows // 2) * -(-columns // 2)
         return -(-block_count // 8), -(-_GROUP_CODE_MAX_BITS * (block_count + cell_count) // 8)
     return -(-cell_count // 8), -(-5 * cell_count // 8)
@@ -183,8 +202,10 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
             f"cannot write .cgic file: colour mode {header.colour_mode} "
             f"{'needs' if not sections.alpha else 'has no place for'} an alpha plane"
         )
-    if sections.alpha and not sections.rank_coded:
-        raise OptionsError("cannot write .cgic file: an alpha plane needs rank-coded index streams (version 4)")
+    if sections.alpha and not sections.grouped_masks:
+        raise OptionsError("cannot write .cgic file: an alpha plane needs version 4 or 5 index streams")
+    if sections.rank_coded and sections.grouped:
+        raise OptionsError("cannot write .cgic file: index streams are rank-coded or group-coded, not both")
     smallest_masks, largest_masks = mask_section_size_range(header.width, header.height, sections.format_version)
     if not smallest_masks <= len(sections.masks) <= largest_masks:
         raise OptionsError(
@@ -227,19 +248,20 @@ def pack_metadata(metadata: ImageMetadata) -> bytes:
     return out
 
 
-def _parse_records(data: bytes, version: int) -> tuple[bytes, ImageMetadata]:
-    """Split the records after the index streams into the alpha plane (version 4) and metadata.
+def _parse_records(data: bytes, version: int, colour_mode: int) -> tuple[bytes, ImageMetadata]:
+    """Split the records after the index streams into the alpha plane (versions 4 and 5) and metadata.
 
     Checks order, lengths and types: version 2 needs a metadata record, version
-    4 starts with exactly one alpha record, and the others have none.
+    4 starts with exactly one alpha record, version 5 does when its colour
+    mode has alpha, and the others have none.
     """
     if not data and version == FORMAT_VERSION_METADATA:
         raise FormatError("invalid .cgic file: version 2 without metadata records")
     alpha = b""
-    if version == FORMAT_VERSION_ALPHA:
+    if version == FORMAT_VERSION_ALPHA or (version == FORMAT_VERSION_GROUPED and colour_mode in ALPHA_COLOUR_MODES):
         code, length = _RECORD_HEAD.unpack_from(data) if len(data) >= _RECORD_HEAD.size else (b"", 0)
         if code != ALPHA_RECORD_TYPE:
-            raise FormatError("invalid .cgic file: version 4 without its alpha record")
+            raise FormatError(f"invalid .cgic file: version {version} without its alpha record")
         if length == 0 or length > len(data) - _RECORD_HEAD.size:
             raise FormatError(
                 f"invalid .cgic alpha record: says {length} bytes, {len(data) - _RECORD_HEAD.size} remain"
@@ -368,7 +390,11 @@ def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
         sections.append(data[offset : offset + length])
         offset += length
     masks, fine, medium, coarse = sections
-    alpha, metadata = _parse_records(data[offset:], version) if version != FORMAT_VERSION else (b"", ImageMetadata())
+    alpha, metadata = (
+        _parse_records(data[offset:], version, header.colour_mode)
+        if version != FORMAT_VERSION
+        else (b"", ImageMetadata())
+    )
     if bool(alpha) != (header.colour_mode in ALPHA_COLOUR_MODES):
         raise FormatError(
             f"invalid .cgic file: colour mode {header.colour_mode} in a version-{version} file "
@@ -382,4 +408,5 @@ def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
         metadata=metadata,
         rank_coded=version in RANK_CODED_VERSIONS,
         alpha=alpha,
+        grouped=version == FORMAT_VERSION_GROUPED,
     )

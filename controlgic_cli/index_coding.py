@@ -1,4 +1,4 @@
-"""How one granularity's codebook indices become a stream, in the two schemes a .cgic file can use.
+"""How one granularity's codebook indices become a stream, in the three schemes a .cgic file can use.
 
 Usage coding (format versions 1 and 2) codes each index with the static
 Huffman code of its granularity, built from how often each code is used.
@@ -14,7 +14,12 @@ stream is still one canonical Huffman stream per granularity (IndexCoder,
 through dahuffman), just over ranks instead of indices. On the 24 Kodak images
 this alone makes files 8-13 % smaller at the paper's presets (docs/format.md §12).
 
-Both schemes also give rate control the exact stream size for every plan
+Group coding (version 5, model v2) codes tokens made of several FSQ groups,
+an index per group: the stream of a granularity is one byte-aligned
+sub-stream per group, each with the Huffman code of that group's usage
+counts, one after the other. Cells are in raster order within each.
+
+All schemes also give rate control the exact stream size for every plan
 along a path (bits_over_time). A rank's cost depends on which neighbours are
 sent, so the plan matters, but only through when each neighbour appears and
 disappears along the path: each cell's cost is constant between those few
@@ -34,7 +39,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .entropy_coder import IndexCoder
-from .errors import ModelError
+from .errors import FormatError, ModelError
 
 LEVELS = ("fine", "medium", "coarse")
 
@@ -113,6 +118,7 @@ class UsageCoding:
     """Format versions 1 and 2: each index with the Huffman code of its granularity's usage counts."""
 
     rank_coded = False
+    grouped = False
 
     def __init__(self, code_usage: Mapping[str, Sequence[int]]):
         self.coders = {level: IndexCoder(code_usage[level]) for level in LEVELS}
@@ -222,4 +228,45 @@ class NeighbourRankCoding(UsageCoding):
             segment_costs = np.take_along_axis(costs, choice, axis=1)
             # Empty segments (start == end) add and remove the same cost at one time.
             total += interval_totals(moments.ravel(), ends.ravel(), segment_costs.ravel().astype(np.float64), times)
+        return total
+
+
+class GroupUsageCoding:
+    """Format version 5: index maps (h, w, groups), each group with the Huffman code of its own usage counts."""
+
+    rank_coded = False
+    grouped = True
+
+    def __init__(self, code_usage: Mapping[str, Sequence[Sequence[int]]]):
+        self.coders = {
+            level: [IndexCoder(counts, f"{level} index stream, group {group}") for group, counts in enumerate(tables)]
+            for level, tables in code_usage.items()
+        }
+
+    def encode(self, level: str, index_map: np.ndarray, mask: np.ndarray) -> bytes:
+        sent = index_map[mask]
+        return b"".join(coder.encode(sent[:, group]) for group, coder in enumerate(self.coders[level]))
+
+    def decode(self, level: str, data: bytes, mask: np.ndarray) -> np.ndarray:
+        """The index map (h, w, groups) of one granularity (0 where nothing is sent)."""
+        coders = self.coders[level]
+        index_map = np.zeros((*mask.shape, len(coders)), np.int64)
+        count, offset = int(np.count_nonzero(mask)), 0
+        for group, coder in enumerate(coders):
+            symbols, used = coder.decode_head(data[offset:], count)
+            index_map[mask, group] = symbols
+            offset += used
+        if offset != len(data):
+            raise FormatError(f"{level} index stream has {len(data) - offset} bytes after its last group: damaged")
+        return index_map
+
+    def bits_over_time(
+        self, level: str, index_map: np.ndarray, present_from: np.ndarray, present_until: np.ndarray, times: int
+    ) -> np.ndarray:
+        """As UsageCoding.bits_over_time, with each group's sub-stream rounded up to whole bytes."""
+        total = np.zeros(times + 1, np.int64)
+        for group, coder in enumerate(self.coders[level]):
+            costs = coder.code_lengths[index_map[..., group].ravel()].astype(np.float64)
+            bits = interval_totals(present_from.ravel(), present_until.ravel(), costs, times)
+            total += 8 * -(-bits // 8)
         return total

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .determinism import invariant_convolutions
 from .metrics.lpips import unit_normalise
 from .model import ControlGIC, Indices, MaskSet
 from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE, STRIDES
+from .model.latent_network import LatentControlGIC
 from .refine import RefineSettings, refine_indices
 from .tiling import DEFAULT_TILES, Box, TileSpec, plan_tiles
 
@@ -44,14 +46,23 @@ class TiledNetwork:
         return TiledNetwork(self.network, self.device, tiles)
 
     def encode_indices(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 (H, W, 3), sides multiples of 16 -> int64 indices (fine H/4, medium H/8, coarse H/16)."""
+        """uint8 (H, W, 3), sides multiples of 16 -> int64 indices (fine H/4, medium H/8, coarse H/16).
+
+        Model v1 gives one index per cell; model v2 a trailing axis of one index per FSQ group.
+        """
         height, width = rgb.shape[:2]
-        maps = tuple(np.zeros((height // s, width // s), np.int64) for s in STRIDES)
+        maps: list[np.ndarray] = []
         for tile in plan_tiles(height, width, self.tiles):
             indices = self.network.encode_indices(self._input(rgb[tile.context.scaled(1)][None]))
-            for full, part, stride in zip(maps, (indices.fine, indices.medium, indices.coarse), STRIDES, strict=True):
+            parts = (indices.fine, indices.medium, indices.coarse)
+            if not maps:
+                maps = [
+                    np.zeros((height // s, width // s, *p.shape[3:]), np.int64)
+                    for p, s in zip(parts, STRIDES, strict=True)
+                ]
+            for full, part, stride in zip(maps, parts, STRIDES, strict=True):
                 full[tile.core.scaled(stride)] = part[0][tile.core.within(tile.context, stride)].cpu().numpy()
-        return maps
+        return tuple(maps)
 
     def refined_indices(
         self,
@@ -130,12 +141,54 @@ class TiledNetwork:
                 self._mask_tensor(coarse_mask[tile.context.scaled(COARSE_STRIDE)]),
                 self._mask_tensor(medium_mask[tile.context.scaled(MEDIUM_STRIDE)]),
             )
-            x_hat = self.network.decode_indices(Indices(*maps), masks)[0]
+            with invariant_convolutions():  # the same pixels for any torch thread count (determinism.py)
+                x_hat = self.network.decode_indices(Indices(*maps), masks)[0]
             part = x_hat.float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             rgb[wanted.within(region, 1)] = part[wanted.within(tile.context, 1)]
             if on_tile is not None:
                 on_tile()
         return rgb
+
+    @property
+    def is_latent(self) -> bool:
+        """Model v2 (latent_network.py): FSQ tokens on a pretrained autoencoder's latent."""
+        return isinstance(self.network, LatentControlGIC)
+
+    def latent_distances(
+        self, rgb: np.ndarray, indices: tuple[np.ndarray, ...], source_latent: torch.Tensor | None = None
+    ) -> dict[str, np.ndarray]:
+        """Model v2: per 8x8 cell, the squared distance from the source's latent of the latent rebuilt from
+        all-coarse, all-medium and all-fine tokens: float64 (H/8, W/8) maps by granularity.
+
+        source_latent: the latent from the encoding pass (NetworkPass.features) when the image was one tile.
+        """
+        height, width = rgb.shape[:2]
+        maps = {
+            level: np.zeros((height // MEDIUM_STRIDE, width // MEDIUM_STRIDE)) for level in ("coarse", "medium", "fine")
+        }
+        tiles = plan_tiles(height, width, self.tiles)
+        with torch.no_grad():
+            for tile in tiles:
+                if source_latent is not None and len(tiles) == 1:
+                    reference = source_latent.float()
+                else:
+                    reference = self.network.features(self._input(rgb[tile.context.scaled(1)][None]))[1].float()
+                parts = Indices(
+                    *(
+                        torch.from_numpy(np.ascontiguousarray(full[tile.context.scaled(stride)]))[None].to(self.device)
+                        for full, stride in zip(indices, STRIDES, strict=True)
+                    )
+                )
+                h16, w16 = (side // COARSE_STRIDE for side in (tile.context.height, tile.context.width))
+                for level, coarse, medium in (("coarse", 1.0, 0.0), ("medium", 0.0, 1.0), ("fine", 0.0, 0.0)):
+                    masks = MaskSet.from_coarse_medium(
+                        torch.full((1, 1, h16, w16), coarse, device=self.device),
+                        torch.full((1, 1, 2 * h16, 2 * w16), medium, device=self.device),
+                    )
+                    distance = (self.network.rebuild_latent(parts, masks) - reference).square().sum(dim=1)[0]
+                    core = distance[tile.core.within(tile.context, MEDIUM_STRIDE)]
+                    maps[level][tile.core.scaled(MEDIUM_STRIDE)] = core.double().cpu().numpy()
+        return maps
 
     def feature_distances(
         self,
@@ -174,7 +227,7 @@ class TiledNetwork:
         return maps
 
     def _unit_features(self, rgb: np.ndarray) -> list[torch.Tensor]:
-        return [unit_normalise(f.float()) for f in self.network.encoder.features(self._input(rgb[None]))]
+        return [unit_normalise(f.float()) for f in self.network.features(self._input(rgb[None]))]
 
     def _input(self, batch_u8: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> the network's input: float (N, 3, H, W) in [-1, 1], channels_last, on the device."""

@@ -141,10 +141,10 @@ class GroupedMasks(BitMasks):
         return interval_totals(moments.ravel(), ends.ravel(), costs.ravel(), times)
 
 
-# The mask coding of a file, by whether it is rank-coded (format version 3 and later).
+# The mask coding of a file, by whether its masks are grouped (format version 3 and later).
 MASK_CODINGS = {False: BitMasks(), True: GroupedMasks()}
 
 
-def unpack_file_masks(data: bytes, width: int, height: int, rank_coded: bool) -> tuple[np.ndarray, np.ndarray]:
+def unpack_file_masks(data: bytes, width: int, height: int, grouped: bool) -> tuple[np.ndarray, np.ndarray]:
     """The coarse and medium masks of a width x height file's mask section; FormatError if it is damaged."""
-    return MASK_CODINGS[rank_coded].unpack(data, -(-height // COARSE_CELL), -(-width // COARSE_CELL))
+    return MASK_CODINGS[grouped].unpack(data, -(-height // COARSE_CELL), -(-width // COARSE_CELL))

@@ -75,6 +75,8 @@ def measured_scores(
     on_progress(done, total) follows the tiles of the three decodes and of the feature pass.
     source_features: the encoder's hidden maps of rgb from its encoding pass, if it was one tile (NetworkPass).
     """
+    if network.is_latent:
+        return latent_scores(network, rgb, indices, None if source_features is None else source_features[1])
     height, width = rgb.shape[:2]
     coarse_shape, medium_shape = (height // 16, width // 16), (height // 8, width // 8)
     if network.tiles.core >= PLANNER_TILES.core:  # a codec given smaller tiles (to bound memory) keeps its own
@@ -105,6 +107,24 @@ def measured_scores(
     sums16 = {level: cell_sums(sums, 2) for level, sums in sums8.items()}
     fine_gain = sums8["medium"] - sums8["fine"]
     release = release_scores(sums16["coarse"] - sums16["medium"], fine_gain)
+    return PatchScores(medium=fine_gain.astype(np.float32), coarse=release.astype(np.float32), fine_margin=0.0)
+
+
+def latent_scores(
+    network: TiledNetwork, rgb: np.ndarray, indices: tuple[np.ndarray, ...], source_latent: torch.Tensor | None = None
+) -> PatchScores:
+    """Model v2's measured planner: the gains, measured in the backbone's latent instead of in pixels.
+
+    The latent the decoder gets is rebuilt from all-coarse, all-medium and
+    all-fine tokens, and each 8x8 cell's distortion is its squared distance
+    from the source's latent (one latent position per 8x8 cell). No decoder or
+    encoder pass is needed beyond the encoding one, where decoding three
+    images with the backbone's decoder would cost about as much as the rest of
+    an encode three times over.
+    """
+    distances = network.latent_distances(rgb, indices, source_latent)
+    fine_gain = distances["medium"] - distances["fine"]
+    release = release_scores(cell_sums(distances["coarse"] - distances["medium"], 2), fine_gain)
     return PatchScores(medium=fine_gain.astype(np.float32), coarse=release.astype(np.float32), fine_margin=0.0)
 
 

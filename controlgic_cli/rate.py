@@ -160,7 +160,7 @@ def rate_path(
     intervals = {
         "coarse": (np.zeros((h16, w16), np.int64), released_at.reshape(h16, w16)),
         "medium": (released_at[parent].reshape(h8, w8), fine_from),
-        "fine": (np.repeat(np.repeat(fine_from, 2, axis=0), 2, axis=1), np.full(fine_idx.shape, times + 1)),
+        "fine": (np.repeat(np.repeat(fine_from, 2, axis=0), 2, axis=1), np.full(fine_idx.shape[:2], times + 1)),
     }
     stream_bytes = [
         _ceil_bytes(coding.bits_over_time(level, index_map, *intervals[level], times))

@@ -99,6 +99,11 @@ class ControlGIC(nn.Module):
         return indices, features
 
     @torch.no_grad()
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's hidden maps at H/4 and H/8 (the measured planner's distances)."""
+        return self.encoder.features(x)
+
+    @torch.no_grad()
     def decode_indices(self, indices: Indices, masks: MaskSet) -> torch.Tensor:
         """Indices (unselected cells may hold anything) + masks -> image in [-1, 1]."""
         z_hat = self.hybrid_latent(

@@ -8,6 +8,9 @@ A weights file is self-describing. Its safetensors metadata holds:
                 the canonical Huffman tables are built
   "rank_usage"  optional, the same shape: counts of neighbour ranks
                 (index_coding.py), for format-version-3 files
+  "architecture" absent for model v1 (network.py); "latent-fsq" for model
+                v2 (latent_network.py), whose config is a LatentModelConfig and
+                whose tables list, per granularity, one list of counts per FSQ group
 The model id written into every .cgic file is the first 8 bytes of the sha256
 of the whole weights file, so a file can name the exact model it needs.
 Version 1 and 2 files do not use the rank tables, so they name the base model
@@ -32,6 +35,7 @@ from safetensors.torch import save as save_safetensors
 
 from ..errors import ModelError
 from .config import ModelConfig
+from .latent_network import LatentControlGIC, LatentModelConfig
 from .network import ControlGIC
 
 WEIGHTS_FORMAT = "cgic-weights-1"
@@ -41,12 +45,14 @@ MODEL_ID_BYTES = 8
 
 
 RANK_USAGE_KEY = "rank_usage"
+ARCHITECTURE_KEY = "architecture"
+LATENT_ARCHITECTURE = "latent-fsq"
 
 
 @dataclass
 class LoadedModel:
-    network: ControlGIC
-    code_usage: dict[str, list[int]]
+    network: ControlGIC | LatentControlGIC
+    code_usage: dict[str, list[int]] | dict[str, list[list[int]]]
     model_id: bytes
     path: Path
     metadata: dict[str, str]
@@ -54,8 +60,13 @@ class LoadedModel:
     base_model_id: bytes = b""  # the id version 1 and 2 files name (model_id when there are no rank tables)
 
     @property
-    def config(self) -> ModelConfig:
+    def config(self) -> ModelConfig | LatentModelConfig:
         return self.network.config
+
+    @property
+    def is_latent(self) -> bool:
+        """Model v2: FSQ groups on a pretrained autoencoder's latent (format version 5 files)."""
+        return isinstance(self.network, LatentControlGIC)
 
 
 def model_id_of(file_bytes: bytes) -> bytes:
@@ -91,6 +102,22 @@ def validate_code_usage(code_usage: object, codebook_size: int, what: str = "cod
     return checked
 
 
+def validate_group_usage(code_usage: object, network: LatentControlGIC) -> dict[str, list[list[int]]]:
+    """Model v2's tables: per granularity, one list of counts (each >= 1) per FSQ group."""
+    if not isinstance(code_usage, dict) or set(code_usage) != set(GRANULARITIES):
+        raise ModelError(f"code-usage table must have exactly the keys {list(GRANULARITIES)}")
+    checked = {}
+    for name, quantizer in zip(GRANULARITIES, network.quantizers, strict=True):
+        tables = code_usage[name]
+        if not isinstance(tables, list) or len(tables) != quantizer.groups:
+            raise ModelError(f"code-usage table '{name}' must hold {quantizer.groups} lists, one per FSQ group")
+        checked[name] = [
+            validate_code_usage({level: table for level in GRANULARITIES}, quantizer.codes_per_group)[name]
+            for table in tables
+        ]
+    return checked
+
+
 def save_weights(
     path: str | Path,
     network: ControlGIC,
@@ -99,7 +126,11 @@ def save_weights(
     rank_usage: dict[str, list[int]] | None = None,
 ) -> bytes:
     """Write half-precision weights with config and code tables; returns the model id."""
-    code_usage = validate_code_usage(code_usage, network.config.codebook_size)
+    latent = isinstance(network, LatentControlGIC)
+    if latent:
+        code_usage = validate_group_usage(code_usage, network)
+    else:
+        code_usage = validate_code_usage(code_usage, network.config.codebook_size)
     if rank_usage is not None:
         rank_usage = validate_code_usage(rank_usage, network.config.codebook_size, "rank-usage")
     tensors = {
@@ -114,6 +145,9 @@ def save_weights(
         }
     )
     metadata.pop(RANK_USAGE_KEY, None)
+    metadata.pop(ARCHITECTURE_KEY, None)
+    if latent:
+        metadata[ARCHITECTURE_KEY] = LATENT_ARCHITECTURE
     if rank_usage is not None:
         metadata[RANK_USAGE_KEY] = json.dumps(rank_usage, separators=(",", ":"))
     data = _canonical_header(save_safetensors(tensors, metadata=metadata))
@@ -169,14 +203,28 @@ def load_weights(path: str | Path | None = None, device: str | torch.device = "c
     metadata = read_weights_metadata(data)
     if metadata.get("format") != WEIGHTS_FORMAT:
         raise ModelError(f"{path} is not a cgic weights file (format {metadata.get('format')!r})")
-    config = ModelConfig.from_json(metadata.get("config", ""))
+    architecture = metadata.get(ARCHITECTURE_KEY)
+    if architecture not in (None, LATENT_ARCHITECTURE):
+        raise ModelError(f"{path} holds a model of kind {architecture!r}, which this cgic does not know; is it newer?")
+    latent = architecture == LATENT_ARCHITECTURE
+    config = (LatentModelConfig if latent else ModelConfig).from_json(metadata.get("config", ""))
+    # Built on the meta device: random initialisation of every layer (a third of the load time)
+    # would only be overwritten; load_state_dict(assign=True) then puts the file's tensors in place.
+    with torch.device("meta"):
+        network = LatentControlGIC(config) if latent else ControlGIC(config)
     try:
-        code_usage = validate_code_usage(json.loads(metadata.get("code_usage", "null")), config.codebook_size)
+        raw_usage = json.loads(metadata.get("code_usage", "null"))
     except json.JSONDecodeError:
         raise ModelError(f"{path}: code-usage table is not valid JSON") from None
+    if latent:
+        code_usage = validate_group_usage(raw_usage, network)
+    else:
+        code_usage = validate_code_usage(raw_usage, config.codebook_size)
     rank_usage = None
     model_id = base_model_id = model_id_of(data)
     if RANK_USAGE_KEY in metadata:
+        if latent:
+            raise ModelError(f"{path}: model v2 weights carry no rank tables")
         try:
             rank_usage = validate_code_usage(json.loads(metadata[RANK_USAGE_KEY]), config.codebook_size, "rank-usage")
         except json.JSONDecodeError:
@@ -186,10 +234,6 @@ def load_weights(path: str | Path | None = None, device: str | torch.device = "c
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError) as exc:
         raise ModelError(f"cannot read tensors from {path}: {exc}") from None
-    # Built on the meta device: random initialisation of every layer (a third of the load time)
-    # would only be overwritten; load_state_dict(assign=True) then puts the file's tensors in place.
-    with torch.device("meta"):
-        network = ControlGIC(config)
     expected = network.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

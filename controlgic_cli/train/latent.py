@@ -1,0 +1,300 @@
+"""Training model v2 (model/latent_network.py) on two CPU cores.
+
+The TAEF2 encoder is frozen, so every training image is encoded once and its
+latent cached (`cache`); training then never runs the encoder.
+  stage "latent": analysis + FSQ + synthesis learn to rebuild the latent (MSE
+                  at H/8: 1/64 of the pixels, so thousands of steps an hour);
+  stage "pixel":  the decoder joins in, and the loss is pixel MSE + LPIPS on
+                  the image crop the latent crop came from.
+Every granularity mix is trained: each sample gets random masks (coarse
+cells, then medium cells among the rest), as the codec's planner may choose.
+
+RUN_DIR holds checkpoint.pt (model, optimiser, step, RNG), written atomically
+every few minutes and at exit, and log.jsonl; a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from ..metrics.lpips import LPIPS
+from ..model.latent_network import LatentControlGIC, LatentModelConfig
+from ..model.taef2 import LATENT_STRIDE
+from ..model.weights import save_weights
+from .data import list_images, load_rgb
+
+VALIDATION_IMAGES = ("kodim01", "kodim08", "kodim13", "kodim23")
+CHECKPOINT_SECONDS = 300
+
+
+def load_backbone(model: LatentControlGIC, taef2_dir: Path) -> None:
+    """The pretrained TAEF2 tensors into the backbone encoder and decoder (strict)."""
+    for part, module in (("encoder", model.backbone_encoder), ("decoder", model.backbone_decoder)):
+        tensors = load_file(str(taef2_dir / f"taef2_{part}.safetensors"))
+        module.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+
+
+def random_masks(rng: np.random.Generator, batch: int, latent_side: int) -> list[torch.Tensor]:
+    """Masks (fine H/4, medium H/8, coarse H/16) for a square latent crop: random coarse, then medium, cells."""
+    coarse = np.zeros((batch, 1, latent_side // 2, latent_side // 2), np.float32)
+    medium = np.zeros((batch, 1, latent_side, latent_side), np.float32)
+    for i in range(batch):
+        # Half the samples are pure, so every granularity also learns to stand alone.
+        kind = rng.integers(6)
+        p_coarse, p_medium = {0: (0.0, 0.0), 1: (0.0, 1.0), 2: (1.0, 0.0)}.get(kind, (rng.random(), rng.random()))
+        coarse[i] = rng.random(coarse[i].shape) < p_coarse
+        medium_cells = rng.random(medium[i].shape) < p_medium
+        medium[i] = medium_cells & (np.kron(coarse[i, 0], np.ones((2, 2))) == 0)
+    return LatentControlGIC.masks(torch.from_numpy(coarse), torch.from_numpy(medium))
+
+
+class LatentCache:
+    """Training images (uint8, sides cut to multiples of 16) and their TAEF2 latents (float16)."""
+
+    def __init__(self, images: list[np.ndarray], latents: list[torch.Tensor]):
+        self.images = images
+        self.latents = latents
+
+    @classmethod
+    def build(cls, model: LatentControlGIC, data_dir: Path) -> LatentCache:
+        images, latents = [], []
+        with torch.no_grad():
+            for path in list_images(data_dir):
+                rgb = load_rgb(path)
+                h, w = (s - s % 16 for s in rgb.shape[:2])
+                rgb = np.ascontiguousarray(rgb[:h, :w])
+                x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+                images.append(rgb)
+                latents.append(model.encode_latent(x)[0].half())
+        return cls(images, latents)
+
+    def save(self, path: Path) -> None:
+        torch.save({"images": [torch.from_numpy(i) for i in self.images], "latents": self.latents}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> LatentCache:
+        raw = torch.load(path)
+        return cls([i.numpy() for i in raw["images"]], raw["latents"])
+
+    def sample(self, rng: np.random.Generator, batch: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned crops: latents (B, 32, crop/8, crop/8) float, images (B, 3, crop, crop) in [-1, 1]."""
+        side = crop // LATENT_STRIDE
+        latents, images = [], []
+        while len(latents) < batch:
+            n = rng.integers(len(self.latents))
+            latent = self.latents[n]
+            if min(latent.shape[1:]) < side:
+                continue
+            top, left = rng.integers(latent.shape[1] - side + 1), rng.integers(latent.shape[2] - side + 1)
+            latents.append(latent[:, top : top + side, left : left + side].float())
+            y, x = top * LATENT_STRIDE, left * LATENT_STRIDE
+            images.append(torch.from_numpy(self.images[n][y : y + crop, x : x + crop]).permute(2, 0, 1))
+        return torch.stack(latents), torch.stack(images).float() / 127.5 - 1.0
+
+
+def kodak_psnr_lpips(model: LatentControlGIC, kodak: Path, lpips: LPIPS) -> dict[str, float]:
+    """PSNR and LPIPS of the validation images with every token at one granularity, and raw bits per pixel."""
+    results: dict[str, float] = {}
+    model.eval()
+    with torch.no_grad():
+        for granularity, name in enumerate(("fine", "medium", "coarse")):
+            psnrs, distances = [], []
+            for image_name in VALIDATION_IMAGES:
+                rgb = load_rgb(kodak / f"{image_name}.png")
+                x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+                indices = model.encode_indices(x)
+                h, w = x.shape[-2] // 16, x.shape[-1] // 16
+                coarse = torch.full((1, 1, h, w), float(granularity == 2))
+                medium = torch.full((1, 1, 2 * h, 2 * w), float(granularity == 1))
+                y = model.decode_indices(indices, coarse, medium)
+                y = ((y + 1) * 127.5).round() / 127.5 - 1
+                psnrs.append(float(10 * torch.log10(4.0 / F.mse_loss(y, x))))
+                distances.append(float(lpips(x, y)))
+            bits = model.config.groups[granularity] * math.log2(model.quantizers[granularity].codes_per_group)
+            results[f"{name}_psnr"] = float(np.mean(psnrs))
+            results[f"{name}_lpips"] = float(np.mean(distances))
+            results[f"{name}_raw_bpp"] = bits / (4, 8, 16)[granularity] ** 2
+    model.train()
+    return results
+
+
+@click.group()
+def main() -> None:
+    """Train model v2: cache latents, then the latent and pixel stages."""
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--taef2", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+def cache(data_dir: Path, taef2: Path, output: Path, threads: int) -> None:
+    """Encode every training image once with the frozen TAEF2 encoder."""
+    torch.set_num_threads(threads)
+    model = LatentControlGIC(LatentModelConfig())
+    load_backbone(model, taef2)
+    started = time.time()
+    built = LatentCache.build(model.eval(), data_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    built.save(output)
+    click.echo(f"{len(built.images)} images cached in {time.time() - started:.0f} s -> {output}")
+
+
+@main.command()
+@click.option("--cache-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--taef2", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--metric-weights", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--kodak", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--stage", type=click.Choice(["latent", "pixel"]), required=True)
+@click.option("--steps", type=int, required=True, help="Train until this step (counted over both stages).")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--crop", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option(
+    "--mse-weight", type=float, default=10.0, show_default=True, help="Pixel stage: weight of MSE in [-1, 1]."
+)
+@click.option("--validate-every", type=int, default=500, show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def run(
+    cache_file,
+    taef2,
+    metric_weights,
+    kodak,
+    run_dir,
+    stage,
+    steps,
+    batch,
+    crop,
+    lr,
+    mse_weight,
+    validate_every,
+    threads,
+    seed,
+) -> None:
+    """Train (or resume) a run of one stage."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = run_dir / "checkpoint.pt"
+    config = LatentModelConfig()
+    model = LatentControlGIC(config)
+    load_backbone(model, taef2)
+    model.backbone_encoder.requires_grad_(False)
+    model.backbone_decoder.requires_grad_(stage == "pixel")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(trainable, lr=lr)
+    step, rng = 0, np.random.default_rng(seed)
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        step = state["step"]
+        if state["stage"] == stage:
+            optimiser.load_state_dict(state["optimiser"])
+            rng.bit_generator.state = state["rng"]
+        click.echo(f"resumed at step {step} (stage {state['stage']} -> {stage})")
+    data = LatentCache.load(cache_file)
+    lpips = LPIPS.from_dir(metric_weights)
+    log = (run_dir / "log.jsonl").open("a")
+
+    def save() -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "step": step,
+            "stage": stage,
+            "rng": rng.bit_generator.state,
+            "config": config.to_json(),
+        }
+        torch.save(state, run_dir / "checkpoint.tmp")
+        os.replace(run_dir / "checkpoint.tmp", checkpoint_path)
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    last_save, window, started = time.time(), [], time.time()
+    model.train()
+    while step < steps and not stop:
+        latents, images = data.sample(rng, batch, crop)
+        masks = random_masks(rng, batch, crop // LATENT_STRIDE)
+        rebuilt, decoded = model(latents, masks)
+        if stage == "latent":
+            loss = F.mse_loss(rebuilt, latents)
+            parts = {"latent_mse": float(loss)}
+        else:
+            mse = F.mse_loss(decoded, images)
+            distance = lpips(decoded, images).mean()
+            loss = mse_weight * mse + distance
+            parts = {"mse": float(mse), "lpips": float(distance)}
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        step += 1
+        window.append(parts)
+        if step % 50 == 0:
+            mean = {k: float(np.mean([p[k] for p in window])) for k in window[0]}
+            record = {"step": step, "stage": stage, **mean, "s_per_step": (time.time() - started) / len(window)}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            window, started = [], time.time()
+        if step % validate_every == 0:
+            log.write(json.dumps({"step": step, "stage": stage, **kodak_psnr_lpips(model, kodak, lpips)}) + "\n")
+            log.flush()
+            started = time.time()
+        if time.time() - last_save > CHECKPOINT_SECONDS:
+            save()
+            last_save = time.time()
+    save()
+    log.write(json.dumps({"step": step, "stage": stage, "final": True, **kodak_psnr_lpips(model, kodak, lpips)}) + "\n")
+    log.close()
+
+
+def count_group_usage(model: LatentControlGIC, data: LatentCache) -> dict[str, list[list[int]]]:
+    """How often each code of each FSQ group is used over the cached training latents, plus one (no zero counts)."""
+    counts = [torch.ones(q.groups, q.codes_per_group, dtype=torch.int64) for q in model.quantizers]
+    with torch.no_grad():
+        for latent in data.latents:
+            pre = model.analysis(latent[None].float())
+            for table, quantizer, z in zip(counts, model.quantizers, pre, strict=True):
+                indices = quantizer.indices(z)[0].flatten(1)
+                for group in range(quantizer.groups):
+                    table[group] += torch.bincount(indices[group], minlength=quantizer.codes_per_group)
+    return {name: table.tolist() for name, table in zip(("fine", "medium", "coarse"), counts, strict=True)}
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--cache-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads (1 leaves a training run room).")
+def export(checkpoint: Path, cache_file: Path, output: Path, threads: int) -> None:
+    """Freeze a checkpoint into a half-precision weights file with code-usage tables from the training latents."""
+    torch.set_num_threads(threads)
+    state = torch.load(checkpoint, weights_only=False)
+    config = LatentModelConfig.from_json(state["config"])
+    model = LatentControlGIC(config)
+    model.load_state_dict(state["model"])
+    model.eval()
+    usage = count_group_usage(model, LatentCache.load(cache_file))
+    metadata = {
+        "training_steps": str(state["step"]),
+        "training_stage": state["stage"],
+        "backbone": "TAEF2 (madebyollin/taesd, MIT licence, Copyright (c) 2023 Ollin Boer Bohan)",
+    }
+    model_id = save_weights(output, model, usage, metadata)
+    click.echo(f"{output}: model {model_id.hex()}, step {state['step']}")
+
+
+if __name__ == "__main__":
+    main()
