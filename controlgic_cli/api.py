@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from .mask_coding import MASK_CODINGS, unpack_file_masks
 from .measured import measured_scores
 from .metadata import attach, check_metadata_kinds
 from .metrics.distortion import psnr
-from .model.weights import LoadedModel, default_weights_path, load_weights
+from .model.weights import LoadedModel, default_weights_path, load_weights, shipped_weights_for
 from .planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores, weight_by_visibility
 from .quality import QualityScale, load_scale
 from .rate import (
@@ -580,10 +581,30 @@ def encode(
     return get_codec(weights, device).encode(image, ratios, tune, metadata, planner).data
 
 
+def codec_for_file(data: bytes, weights: str | None = None, device: str = "auto") -> Codec:
+    """The codec that decodes these .cgic bytes: the given weights, else the shipped model the file names
+    (files of every shipped model decode without --weights), else the default weights."""
+    if weights is None and not os.environ.get("CGIC_WEIGHTS"):
+        shipped = shipped_weights_for(read_header(data).model_id)
+        weights = str(shipped) if shipped is not None else None
+    return get_codec(weights, device)
+
+
+class FileDecoder:
+    """decode() of any .cgic bytes with codec_for_file: what `cgic decode` uses when no weights are named."""
+
+    def __init__(self, device: str = "auto"):
+        self.device = device
+
+    def decode(self, data: bytes, crop: Crop | None = None) -> Image.Image:
+        return codec_for_file(data, None, self.device).decode(data, crop)
+
+
 def decode(data: bytes, weights: str | None = None, device: str = "auto", crop: Crop | None = None) -> Image.Image:
     """Decode .cgic bytes to a PIL image (mode RGB, or L for grey sources; RGBA or LA with transparency);
-    crop: (left, top, width, height) to decode only that part (Codec.decode)."""
-    return get_codec(weights, device).decode(data, crop)
+    crop: (left, top, width, height) to decode only that part (Codec.decode). Without weights, the shipped
+    model that wrote the file decodes it."""
+    return codec_for_file(data, weights, device).decode(data, crop)
 
 
 def read_info(data: bytes) -> CgicHeader:

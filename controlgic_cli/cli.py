@@ -422,7 +422,15 @@ def decode(
     for note in file_plan.notes:
         reporter.warn(note)
     with stops_cleanly_on_ctrl_c():
-        codec = _load_codec(weights, device, reporter)
+        if weights is None:
+            from .api import FileDecoder
+
+            # Each file decodes with the shipped model that wrote it; the default loads first, so a broken
+            # installation fails once, before any file.
+            _load_codec(None, device, reporter)
+            codec = FileDecoder(device)
+        else:
+            codec = _load_codec(weights, device, reporter)
         # Threads overlap one file's decoder pass with another's PNG writing: 24 Kodak files decoded
         # in 8.5-9.0 s on two threads against 12.5-13.2 s one at a time (2-core AVX-512 Xeon VM, 2026-12-06).
         outcomes = run_ordered(

@@ -57,10 +57,10 @@ class CgicImageFile(ImageFile.ImageFile):
 
     def load(self):
         if not self.tile and self._im is None:
-            from .api import get_codec
+            from .api import codec_for_file
 
             try:
-                decoded = get_codec().decode(self._cgic_data)
+                decoded = codec_for_file(self._cgic_data).decode(self._cgic_data)
             except CgicError as exc:
                 raise OSError(f"cannot decode .cgic file: {exc}") from None
             self.fp = io.BytesIO(decoded.tobytes())

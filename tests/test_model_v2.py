@@ -56,7 +56,7 @@ def test_fsq_indices_and_lookup_are_inverse_and_match_the_training_pass():
     z = torch.randn(2, quantizer.channels, 5, 7) * 3
     indices = quantizer.indices(z)
     assert indices.shape == (2, 3, 5, 7)
-    assert 0 <= int(indices.min()) and int(indices.max()) < quantizer.codes_per_group == 1000
+    assert int(indices.min()) >= 0 and int(indices.max()) < quantizer.codes_per_group == 1000
     assert torch.equal(quantizer.lookup(indices), quantizer(z))
     every = torch.arange(1000).view(1, 1, 1, 1000)
     # every code is a different point of the grid
@@ -208,3 +208,22 @@ def test_a_version_5_file_without_its_alpha_record_is_refused(codec):
     struct.pack_into("<I", data, 56, zlib.crc32(bytes(data[:56])))
     with pytest.raises(FormatError):
         parse_file(bytes(data))
+
+
+def test_files_decode_with_the_shipped_model_they_name(monkeypatch, tiny_v2_weights, tiny_rank_weights):
+    from controlgic_cli import api
+    from controlgic_cli.model.weights import default_weights_path, model_id_of, shipped_weights_for
+
+    shipped = default_weights_path()
+    assert shipped_weights_for(model_id_of(shipped.read_bytes())) == shipped
+    assert shipped_weights_for(bytes(8)) is None
+    v1, v2 = Codec(tiny_rank_weights, device="cpu"), Codec(tiny_v2_weights, device="cpu")
+    by_id = {v1.model_id: tiny_rank_weights, v2.model_id: tiny_v2_weights}
+    monkeypatch.setattr(api, "shipped_weights_for", by_id.get)
+    monkeypatch.delenv("CGIC_WEIGHTS", raising=False)
+    image = synthetic_photo(32, 48)
+    for codec in (v1, v2):
+        data = codec.encode(image, planner="entropy").data
+        expected = codec.decode(data)
+        assert np.array_equal(np.asarray(api.decode(data)), np.asarray(expected))
+        assert np.array_equal(np.asarray(api.FileDecoder("cpu").decode(data)), np.asarray(expected))

@@ -21,6 +21,7 @@ Only safetensors and JSON are parsed: nothing here can execute code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -78,12 +79,32 @@ def default_weights_path() -> Path:
     override = os.environ.get("CGIC_WEIGHTS")
     if override:
         return Path(override)
+    return shipped_weights_path(DEFAULT_WEIGHTS_NAME)
+
+
+def shipped_weights_path(name: str) -> Path:
+    """A file of the weights folder shipped with the package."""
     try:
-        shipped = resources.files("controlgic_cli.shipped_weights").joinpath(DEFAULT_WEIGHTS_NAME)
-        return Path(str(shipped))
+        return Path(str(resources.files("controlgic_cli.shipped_weights").joinpath(name)))
     except ModuleNotFoundError:
         # Running from a source tree that was never installed.
-        return Path(__file__).resolve().parents[2] / "weights" / DEFAULT_WEIGHTS_NAME
+        return Path(__file__).resolve().parents[2] / "weights" / name
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_model_ids() -> dict[bytes, Path]:
+    ids: dict[bytes, Path] = {}
+    for path in sorted(shipped_weights_path(DEFAULT_WEIGHTS_NAME).parent.glob("*.safetensors")):
+        data = path.read_bytes()
+        ids[model_id_of(data)] = path
+        if RANK_USAGE_KEY in read_weights_metadata(data):
+            ids.setdefault(model_id_of(_canonical_header(data, drop_metadata=RANK_USAGE_KEY)), path)
+    return ids
+
+
+def shipped_weights_for(model_id: bytes) -> Path | None:
+    """The shipped weights file that a .cgic file naming this model id needs, if one is shipped."""
+    return _shipped_model_ids().get(model_id)
 
 
 def validate_code_usage(code_usage: object, codebook_size: int, what: str = "code-usage") -> dict[str, list[int]]:

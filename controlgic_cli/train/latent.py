@@ -67,13 +67,19 @@ class LatentCache:
         self.latents = latents
 
     @classmethod
-    def build(cls, model: LatentControlGIC, data_dir: Path) -> LatentCache:
+    def build(cls, model: LatentControlGIC, data_dir: Path, max_side: int, seed: int = 0) -> LatentCache:
+        """Each image cut to one random window of at most max_side (the encoder's cost is most of the work)."""
         images, latents = [], []
+        rng = np.random.default_rng(seed)
+        files = list_images(data_dir)
         with torch.no_grad():
-            for path in list_images(data_dir):
+            for number, path in enumerate(files):
                 rgb = load_rgb(path)
-                h, w = (s - s % 16 for s in rgb.shape[:2])
-                rgb = np.ascontiguousarray(rgb[:h, :w])
+                h, w = (min(s - s % 16, max_side) for s in rgb.shape[:2])
+                top, left = rng.integers(rgb.shape[0] - h + 1), rng.integers(rgb.shape[1] - w + 1)
+                rgb = np.ascontiguousarray(rgb[top : top + h, left : left + w])
+                if number % 50 == 0:
+                    click.echo(f"{number}/{len(files)}", err=True)
                 x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
                 images.append(rgb)
                 latents.append(model.encode_latent(x)[0].half())
@@ -87,11 +93,22 @@ class LatentCache:
         raw = torch.load(path)
         return cls([i.numpy() for i in raw["images"]], raw["latents"])
 
-    def sample(self, rng: np.random.Generator, batch: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Aligned crops: latents (B, 32, crop/8, crop/8) float, images (B, 3, crop, crop) in [-1, 1]."""
+    def sample(
+        self, rng: np.random.Generator, batch: int, crop: int, model: LatentControlGIC
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned crops: latents (B, 32, crop/8, crop/8) float, images (B, 3, crop, crop) in [-1, 1].
+
+        A share of them are synthetic images (synthetic_image), which the model's backbone encodes here.
+        """
         side = crop // LATENT_STRIDE
         latents, images = [], []
         while len(latents) < batch:
+            if rng.random() < SYNTHETIC_SHARE:
+                image = torch.from_numpy(synthetic_image(rng, crop).copy()).permute(2, 0, 1)
+                with torch.no_grad():
+                    latents.append(model.encode_latent(image[None].float() / 127.5 - 1.0)[0])
+                images.append(image)
+                continue
             n = rng.integers(len(self.latents))
             latent = self.latents[n]
             if min(latent.shape[1:]) < side:
@@ -101,6 +118,35 @@ class LatentCache:
             y, x = top * LATENT_STRIDE, left * LATENT_STRIDE
             images.append(torch.from_numpy(self.images[n][y : y + crop, x : x + crop]).permute(2, 0, 1))
         return torch.stack(latents), torch.stack(images).float() / 127.5 - 1.0
+
+
+# Flat colours and small text are where a photo-trained model fails first (hue shifts, squiggles), and
+# photos hold few of either: this share of each batch is drawn instead, encoded as it is used.
+SYNTHETIC_SHARE = 0.125
+CUBE_CORNERS = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], np.uint8)
+
+
+def synthetic_image(rng: np.random.Generator, size: int) -> np.ndarray:
+    """uint8 (size, size, 3): flat regions of saturated or random colours, half the time with lines of text."""
+    from PIL import Image, ImageDraw
+
+    def colour() -> tuple[int, ...]:
+        pick = CUBE_CORNERS[rng.integers(len(CUBE_CORNERS))] if rng.random() < 0.6 else rng.integers(0, 256, 3)
+        return tuple(int(c) for c in pick)
+
+    image = Image.new("RGB", (size, size), colour())
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.integers(0, 4)):
+        x0, y0 = (int(v) for v in rng.integers(0, size, 2))
+        x1, y1 = (int(v) for v in rng.integers(0, size, 2))
+        draw.rectangle((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), fill=colour())
+    if rng.random() < 0.5:
+        letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,"
+        ink = colour()
+        for line in range(int(rng.integers(1, size // 12))):
+            text = "".join(letters[i] for i in rng.integers(0, len(letters), 24))
+            draw.text((int(rng.integers(-20, 8)), 2 + line * 12), text, fill=ink)
+    return np.asarray(image)
 
 
 def kodak_psnr_lpips(model: LatentControlGIC, kodak: Path, lpips: LPIPS) -> dict[str, float]:
@@ -138,14 +184,15 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--taef2", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--max-side", type=int, default=256, show_default=True, help="Window cut from each image.")
 @click.option("--threads", type=int, default=2, show_default=True)
-def cache(data_dir: Path, taef2: Path, output: Path, threads: int) -> None:
+def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, threads: int) -> None:
     """Encode every training image once with the frozen TAEF2 encoder."""
     torch.set_num_threads(threads)
     model = LatentControlGIC(LatentModelConfig())
     load_backbone(model, taef2)
     started = time.time()
-    built = LatentCache.build(model.eval(), data_dir)
+    built = LatentCache.build(model.eval(), data_dir, max_side)
     output.parent.mkdir(parents=True, exist_ok=True)
     built.save(output)
     click.echo(f"{len(built.images)} images cached in {time.time() - started:.0f} s -> {output}")
@@ -226,7 +273,7 @@ def run(
     last_save, window, started = time.time(), [], time.time()
     model.train()
     while step < steps and not stop:
-        latents, images = data.sample(rng, batch, crop)
+        latents, images = data.sample(rng, batch, crop, model)
         masks = random_masks(rng, batch, crop // LATENT_STRIDE)
         rebuilt, decoded = model(latents, masks)
         if stage == "latent":
