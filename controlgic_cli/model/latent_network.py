@@ -160,10 +160,14 @@ class LatentControlGIC(nn.Module):
         """Latent -> image in [-1, 1]."""
         return self.backbone_decoder(latent) * 2.0 - 1.0
 
+    def rebuild(self, latent: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+        """Training pass up to the decoder: the latent rebuilt from the quantized tokens the masks select."""
+        tokens = [q(z) for q, z in zip(self.quantizers, self.analysis(latent), strict=True)]
+        return self.synthesis(tokens, masks)
+
     def forward(self, latent: torch.Tensor, masks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass from a backbone latent: (rebuilt latent, image in [-1, 1], unclamped)."""
-        tokens = [q(z) for q, z in zip(self.quantizers, self.analysis(latent), strict=True)]
-        rebuilt = self.synthesis(tokens, masks)
+        rebuilt = self.rebuild(latent, masks)
         return rebuilt, self.decode_latent(rebuilt)
 
     # ----- the codec's faces (inference.TiledNetwork), as ControlGIC's -----------------------------------
