@@ -35,6 +35,7 @@ from .container import (
     parse_file,
     read_header,
 )
+from .determinism import without_tf32
 from .errors import ModelError, OptionsError
 from .image_io import ImageSource, SourceImage, check_codable_size, check_pixel_count, load_image, to_pil
 from .index_coding import GroupUsageCoding, NeighbourRankCoding, UsageCoding
@@ -174,6 +175,18 @@ def _check_target(
         raise OptionsError(f"target PSNR must be between 0 and 100 dB, got {target_psnr}")
 
 
+def _full_precision(method):
+    """A Codec method whose network passes run without TF32 on CUDA (determinism.without_tf32), which would
+    change the indices relative to a CPU encode; torch's flags are as the caller set them before and after."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with without_tf32(self.device):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class Codec:
     """A loaded model plus its Huffman tables: encodes and decodes .cgic bytes."""
 
@@ -181,10 +194,6 @@ class Codec:
         self, weights: str | Path | None = None, device: str | torch.device = "auto", tiles: TileSpec = DEFAULT_TILES
     ):
         self.device = resolve_device(device)
-        if self.device.type == "cuda":
-            # TF32 would change the indices relative to a CPU encode.
-            torch.backends.cuda.matmul.allow_tf32 = False
-            torch.backends.cudnn.allow_tf32 = False
         self.model: LoadedModel = load_weights(weights, self.device)
         self.network = TiledNetwork(self.model.network.to(memory_format=torch.channels_last), self.device, tiles)
         usage = self.model.code_usage
@@ -220,6 +229,7 @@ class Codec:
     ) -> Analysis:
         return self.analyse_many([image], tune, metadata, on_progress, planner)[0]
 
+    @_full_precision
     def analyse_many(
         self,
         images: list[ImageSource | SourceImage],
@@ -400,6 +410,7 @@ class Codec:
         )
         return self.encode_choice(analysis, path, choice)
 
+    @_full_precision
     def _psnr_at(self, analysis: Analysis, path: RatePath, step: int) -> float:
         """PSNR of what decoding the file at this step returns (grey sources as grey), against the source.
 
@@ -462,6 +473,7 @@ class Codec:
         rgb, alpha, header, _metadata = self._decode(data, crop)
         return (rgb if alpha is None else np.dstack([rgb, alpha])), header
 
+    @_full_precision
     def _decode(
         self, data: bytes, crop: Crop | None = None
     ) -> tuple[np.ndarray, np.ndarray | None, CgicHeader, ImageMetadata]:

@@ -1,4 +1,4 @@
-"""Decoded pixels that do not depend on the number of torch threads.
+"""Decoded pixels that do not depend on the number of torch threads; CUDA without TF32.
 
 On a CPU, torch picks a convolution backend per call: for a batch of one
 image, 3x3 convolutions whose input holds at most 20480 values (and 1x1
@@ -23,6 +23,7 @@ sum in different orders).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -75,3 +76,53 @@ def invariant_convolutions() -> Iterator[None]:
         return
     with _OneDnnConvolutions():
         yield
+
+
+_tf32_lock = threading.Lock()
+_tf32_users = 0
+_tf32_saved: tuple | None = None
+_FULL_PRECISION = {"precision": ("precision", "ieee", "ieee"), "allow": ("allow", False, False)}
+
+
+def _tf32_settings() -> tuple:
+    """The TF32 settings of cuBLAS matmuls and cuDNN convolutions, in the API this torch has."""
+    if hasattr(torch.backends.cudnn, "conv") and hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        return ("precision", torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+    return ("allow", torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+
+
+def _set_tf32_settings(settings: tuple) -> None:
+    api, matmul, conv = settings
+    if api == "precision":
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = matmul, conv
+    else:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv
+
+
+@contextlib.contextmanager
+def without_tf32(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 matmuls and convolutions in full precision during the block, the caller's settings after.
+
+    TF32 (cuDNN's default for convolutions on Ampere and later) would change the
+    indices relative to a CPU encode. torch's flags are process-wide, so blocks
+    overlapping on several threads are counted: the first saves the settings,
+    the last to end puts them back; CUDA work of other threads in between runs
+    without TF32 too. On a CPU nothing changes.
+    """
+    global _tf32_users, _tf32_saved
+    if device.type != "cuda":
+        yield
+        return
+    with _tf32_lock:
+        if _tf32_users == 0:
+            _tf32_saved = _tf32_settings()
+            _set_tf32_settings(_FULL_PRECISION[_tf32_saved[0]])
+        _tf32_users += 1
+    try:
+        yield
+    finally:
+        with _tf32_lock:
+            _tf32_users -= 1
+            if _tf32_users == 0:
+                _set_tf32_settings(_tf32_saved)
+                _tf32_saved = None
