@@ -9,7 +9,7 @@ one codec per process.
 Dataset budgets (one planner-score threshold shared by all images) run as
 map -> reduce -> map: summarise_files turns each image into its rate path
 (exact file size at every step, from one network pass), choose_steps picks
-every image's step for the mean target, and encode_file writes each file at
+every image's step for the mean target, and encode_files writes each file at
 its step. The write pass runs the network again rather than holding every
 image's analysis in memory, so memory stays flat however many images there are.
 """
@@ -148,20 +148,14 @@ def decode_file(
     return FileOutcome(task, ok=True, record=record, warnings=notes)
 
 
-def encode_file(task: FileTask, settings: EncodeSettings, step: int | None = None) -> FileOutcome:
-    """Read, encode and atomically write one file; never raises for bad input or I/O trouble.
+def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSettings) -> list[FileOutcome]:
+    """Read, encode and atomically write each (task, step); never raises for bad input or I/O trouble.
 
     step: a position on the image's rate path chosen by a dataset budget
-    (choose_steps); otherwise the settings' ratios or target apply.
-    """
-    return encode_files([(task, step)], settings)[0]
-
-
-def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSettings) -> list[FileOutcome]:
-    """encode_file for several (task, step) pairs, whose same-size images share network passes.
-
-    Each file's bytes are those encode_file alone would write. Its "seconds"
-    is its own reading and writing plus an equal share of the shared passes.
+    (choose_steps); None: the settings' ratios or target apply. Same-size
+    images share network passes; each file's bytes are those it would get in
+    a call of its own. Its "seconds" is its own reading and writing plus an
+    equal share of the shared passes.
     """
     outcomes: list[FileOutcome | None] = [None] * len(items)
     loaded = []  # (position, SourceImage, seconds spent on it alone)
@@ -262,13 +256,8 @@ def _write_one(
     return FileOutcome(task, ok=True, record=record, warnings=list(result.warnings))
 
 
-def summarise_file(task: FileTask, settings: EncodeSettings) -> FileSummary:
-    """Map step of a dataset budget: one network pass -> the image's exact size at every step."""
-    return summarise_files([task], settings)[0]
-
-
 def summarise_files(tasks: list[FileTask], settings: EncodeSettings) -> list[FileSummary]:
-    """summarise_file for several files, whose same-size images share network passes."""
+    """Map step of a dataset budget: each image's exact size at every step; same-size images share network passes."""
     summaries: list[FileSummary | None] = [None] * len(tasks)
     loaded = []  # (position, SourceImage)
     for position, task in enumerate(tasks):

@@ -134,11 +134,6 @@ class IndexCoder:
             raise OptionsError(f"codebook index {bad} is outside 0..{self.codebook_size - 1}")
         return array.astype(np.int64, copy=False)
 
-    def encoded_size_bytes(self, symbols: Sequence[int] | np.ndarray) -> int:
-        """len(self.encode(symbols)), computed from the code lengths alone (for rate control)."""
-        total_bits = int(self.code_lengths[self._checked_symbols(symbols)].sum())
-        return -(-total_bits // 8)
-
     def encode(self, symbols: Sequence[int] | np.ndarray) -> bytes:
         # Plain Python ints make dahuffman's per-symbol dict lookups about 1.5x faster than numpy scalars.
         return self._codec.encode(self._checked_symbols(symbols).tolist())

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ratios import PPM, ratios_to_ppm
+from .ratios import PPM
 
 ENTROPY_BINS = 32
 # The authors' value: much narrower than the bin spacing 2/31, so this is
@@ -165,8 +165,3 @@ def plan_from_scores(scores: PatchScores, ratios_ppm: tuple[int, int, int]) -> G
     medium = np.zeros(under_coarse.size, bool)
     medium[candidates[order[:n_medium]]] = True
     return GranularityPlan(coarse=coarse, medium=medium.reshape(scores.medium.shape))
-
-
-def plan_granularity(rgb: np.ndarray, ratios: tuple[float, float, float]) -> GranularityPlan:
-    """uint8 (H, W, 3), sides multiples of 16, + (fine, medium, coarse) ratios -> masks."""
-    return plan_from_scores(patch_entropy(rgb), ratios_to_ppm(ratios))

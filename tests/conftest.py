@@ -8,6 +8,8 @@ import torch
 
 from controlgic_cli.model import ControlGIC, ModelConfig
 from controlgic_cli.model.weights import default_weights_path, save_weights
+from controlgic_cli.planner import GranularityPlan, patch_entropy, plan_from_scores
+from controlgic_cli.ratios import ratios_to_ppm
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -27,6 +29,11 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     base[disc] = [220, 200, 60]
     texture = rng.normal(0, 1, (height, width, 1)) * (xx[..., None] / max(width, 1) * 40)
     return np.clip(base + texture, 0, 255).astype(np.uint8)
+
+
+def entropy_plan(rgb: np.ndarray, ratios: tuple[float, float, float]) -> GranularityPlan:
+    """The entropy planner's masks as the codec gets them: uint8 (H, W, 3), sides multiples of 16, float ratios."""
+    return plan_from_scores(patch_entropy(rgb), ratios_to_ppm(ratios))
 
 
 def build_tiny_weights(path, seed: int = 0, rank_tables: bool = False) -> bytes:

@@ -181,7 +181,7 @@ def test_dataset_summaries_share_network_passes_and_match_one_at_a_time(same_siz
 
     settings = EncodeSettings(weights=str(tiny_weights), device="cpu")
     tasks = [FileTask(str(p), "-") for p in sorted(same_size_folder.iterdir())]
-    alone = [batch_module.summarise_file(task, settings) for task in tasks]
+    alone = [batch_module.summarise_files([task], settings)[0] for task in tasks]
     codec = get_codec(settings.weights, settings.device)
     passes = []
     analyse_many = codec.analyse_many

@@ -17,9 +17,8 @@ from controlgic_cli.errors import ModelError
 from controlgic_cli.model import ControlGIC, Indices, MaskSet, ModelConfig
 from controlgic_cli.model.quantizer import VectorQuantizer
 from controlgic_cli.model.weights import WEIGHTS_FORMAT, load_weights, model_id_of, save_weights
-from controlgic_cli.planner import plan_granularity
 
-from .conftest import synthetic_photo
+from .conftest import entropy_plan, synthetic_photo
 
 # ---------------------------------------------------------------------------
 # Helpers
@@ -55,7 +54,7 @@ def image_batch(height: int, width: int, seeds=(0, 1)) -> tuple[torch.Tensor, li
 
 def planned_masks(sources: list[np.ndarray], ratios=(0.4, 0.3, 0.3)) -> MaskSet:
     """Per-image masks from the real planner, stacked into a batch."""
-    plans = [plan_granularity(s, ratios) for s in sources]
+    plans = [entropy_plan(s, ratios) for s in sources]
     coarse = torch.stack([torch.from_numpy(p.coarse) for p in plans])[:, None]
     medium = torch.stack([torch.from_numpy(p.medium) for p in plans])[:, None]
     return MaskSet.from_coarse_medium(coarse, medium)
@@ -192,7 +191,7 @@ def test_mask_set_fine_is_complement_of_coarse_and_medium():
     total = masks.fine + nearest_up(masks.medium, 2) + nearest_up(masks.coarse, 4)
     assert torch.equal(total, torch.ones_like(total))
     # The planner's own fine mask agrees.
-    plan = plan_granularity(sources[0], (0.35, 0.4, 0.25))
+    plan = entropy_plan(sources[0], (0.35, 0.4, 0.25))
     assert torch.equal(masks.fine[0, 0].bool(), torch.from_numpy(plan.fine))
     # Each granularity is actually used, so the check above is not vacuous.
     assert masks.fine.any() and masks.medium.any() and masks.coarse.any()

@@ -15,11 +15,10 @@ from controlgic_cli.planner import (
     PatchScores,
     patch_entropy,
     plan_from_scores,
-    plan_granularity,
 )
 from controlgic_cli.ratios import ratios_to_ppm
 
-from .conftest import synthetic_photo
+from .conftest import entropy_plan, synthetic_photo
 
 # ---------------------------------------------------------------------------
 # Reference implementation: a literal, slow, float64 transcription of the paper.
@@ -187,19 +186,19 @@ def test_exact_counts_and_entropy_order_for_many_ratios(size, entropies_by_size)
 
 @pytest.mark.parametrize("size", [(16, 16), (32, 48), (64, 16), (80, 144)], ids=str)
 @pytest.mark.parametrize("ratio_strings", FIXED_RATIOS, ids="-".join)
-def test_plan_granularity_public_path_gives_exact_counts(size, ratio_strings):
+def test_entropy_plan_public_path_gives_exact_counts(size, ratio_strings):
     rgb = synthetic_photo(*size, seed=5)
-    plan = plan_granularity(rgb, tuple(float(s) for s in ratio_strings))
+    plan = entropy_plan(rgb, tuple(float(s) for s in ratio_strings))
     check_plan(plan, patch_entropy(rgb), ratio_strings, *size)
 
 
 def test_single_cell_image_half_coarse_rounds_up_and_clamps_medium():
     # One 16x16 cell, r_c = 0.5: round-half-up gives 1 coarse cell; it covers all four 8x8 cells,
     # more than round(0.5 * 4) = 2, so medium is clamped to 0 rather than going negative.
-    plan = plan_granularity(synthetic_photo(16, 16), (0.5, 0.0, 0.5))
+    plan = entropy_plan(synthetic_photo(16, 16), (0.5, 0.0, 0.5))
     assert plan.coarse.sum() == 1 and plan.medium.sum() == 0 and plan.fine.sum() == 0
     # r_c = 0.49 rounds down: no coarse, round(0.49 * 4) = 2 medium cells.
-    plan = plan_granularity(synthetic_photo(16, 16), (0.51, 0.0, 0.49))
+    plan = entropy_plan(synthetic_photo(16, 16), (0.51, 0.0, 0.49))
     assert plan.coarse.sum() == 0 and plan.medium.sum() == 2 and plan.fine.sum() == 8
 
 
@@ -218,7 +217,7 @@ def test_flat_image_gets_exact_counts_with_raster_order_ties(value, ratio_string
     entropy = patch_entropy(rgb)
     # Every patch is identical, so every entropy is identical (bitwise): all ties.
     assert np.unique(entropy.medium).size == 1 and np.unique(entropy.coarse).size == 1
-    plan = plan_granularity(rgb, tuple(float(s) for s in ratio_strings))
+    plan = entropy_plan(rgb, tuple(float(s) for s in ratio_strings))
     check_plan(plan, entropy, ratio_strings, height, width)
     coarse_target, covered_target = expected_counts(ratio_strings, (height // 16) * (width // 16))
     # Ties go to the earliest cells in raster order.
@@ -246,7 +245,7 @@ def test_partly_white_image_keeps_exact_counts_and_fills_white_cells_in_raster_o
 
     # Fewer coarse cells than white cells: the first white cells in raster order win the tie.
     ratios = ("0.5", "0.3", "0.2")
-    plan = plan_granularity(rgb, tuple(float(s) for s in ratios))
+    plan = entropy_plan(rgb, tuple(float(s) for s in ratios))
     check_plan(plan, entropy, ratios, height, width)
     expected = np.zeros(40, bool)
     expected[np.flatnonzero(white16.ravel())[:8]] = True
@@ -258,7 +257,7 @@ def test_partly_white_image_keeps_exact_counts_and_fills_white_cells_in_raster_o
 
     # More coarse cells than white cells: all white cells plus the lowest-entropy textured ones.
     ratios = ("0.2", "0.2", "0.6")
-    plan = plan_granularity(rgb, tuple(float(s) for s in ratios))
+    plan = entropy_plan(rgb, tuple(float(s) for s in ratios))
     check_plan(plan, entropy, ratios, height, width)
     assert plan.coarse[white16].all() and plan.coarse.sum() == 24
     assert plan.fine.any() and not plan.fine.all()
@@ -274,16 +273,16 @@ def test_planning_is_per_image_deterministic_and_stateless():
     b = np.full((64, 96, 3), 30, np.uint8)  # flat: would drag a batch-wide threshold around
     c = np.random.default_rng(3).integers(0, 256, (128, 48, 3), dtype=np.uint8)
     ratios = (0.4, 0.35, 0.25)
-    alone = plan_granularity(a, ratios)
-    plan_granularity(b, ratios)
-    plan_granularity(c, (0.0, 0.0, 1.0))
-    again = plan_granularity(a, ratios)
+    alone = entropy_plan(a, ratios)
+    entropy_plan(b, ratios)
+    entropy_plan(c, (0.0, 0.0, 1.0))
+    again = entropy_plan(a, ratios)
     np.testing.assert_array_equal(alone.coarse, again.coarse)
     np.testing.assert_array_equal(alone.medium, again.medium)
     # The same pixels inside a larger canvas do not change the standalone plan of `a`.
     canvas = np.concatenate([a, np.zeros_like(a)], axis=1)
-    plan_granularity(canvas, ratios)
-    third = plan_granularity(a.copy(), ratios)
+    entropy_plan(canvas, ratios)
+    third = entropy_plan(a.copy(), ratios)
     np.testing.assert_array_equal(alone.coarse, third.coarse)
     np.testing.assert_array_equal(alone.medium, third.medium)
     # Entropies too are bitwise reproducible.
@@ -295,7 +294,7 @@ def test_planning_is_per_image_deterministic_and_stateless():
 def test_planner_does_not_modify_its_input():
     rgb = synthetic_photo(32, 32)
     before = rgb.copy()
-    plan_granularity(rgb, (0.3, 0.3, 0.4))
+    entropy_plan(rgb, (0.3, 0.3, 0.4))
     np.testing.assert_array_equal(rgb, before)
 
 
@@ -322,11 +321,11 @@ def test_planner_does_not_modify_its_input():
 )
 def test_bad_ratios_raise_options_error_naming_the_problem(ratios, message):
     with pytest.raises(OptionsError, match=message):
-        plan_granularity(synthetic_photo(32, 32), ratios)
+        entropy_plan(synthetic_photo(32, 32), ratios)
 
 
 def test_ratio_sum_within_tolerance_is_accepted():
-    plan = plan_granularity(synthetic_photo(32, 32), (0.5, 0.25, 0.25 + 5e-7))
+    plan = entropy_plan(synthetic_photo(32, 32), (0.5, 0.25, 0.25 + 5e-7))
     assert plan.coarse.sum() == 1
 
 
@@ -336,4 +335,4 @@ def test_sides_not_multiple_of_16_raise_value_error(shape):
     with pytest.raises(ValueError, match="multiples of 16"):
         patch_entropy(rgb)
     with pytest.raises(ValueError, match="multiples of 16"):
-        plan_granularity(rgb, (1.0, 0.0, 0.0))
+        entropy_plan(rgb, (1.0, 0.0, 0.0))
