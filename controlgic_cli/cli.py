@@ -33,6 +33,7 @@ from .cli_options import (
 from .cli_output import (
     EXIT_INTERRUPTED,
     Reporter,
+    command_reporter,
     decode_summary,
     encode_summary,
     progress_bar,
@@ -330,7 +331,7 @@ def encode(
         _check_manifest(manifest, tasks)
     if engine == "dask" and any(STDIO in (t.source, t.target) for t in tasks):
         raise click.UsageError("--engine dask reads and writes files, not '-'")
-    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
+    reporter = command_reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
     for note in file_plan.notes:
         reporter.warn(note)
     if quality is not None:  # a model without a quality scale: one message, not one per file
@@ -418,7 +419,7 @@ def decode(
             output_format(task.target)
         except CgicError as exc:
             raise click.UsageError(str(exc)) from None
-    reporter = Reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
+    reporter = command_reporter(quiet, verbose, as_json, stdout_is_data=any(t.target == STDIO for t in tasks))
     for note in file_plan.notes:
         reporter.warn(note)
     with stops_cleanly_on_ctrl_c():
@@ -446,7 +447,7 @@ def decode(
 def info(inputs, as_json, verbose) -> None:
     """Show what a .cgic file holds (checks all but the index streams, whose codes are in the model; loads no
     model)."""
-    reporter = Reporter(False, verbose, as_json, stdout_is_data=False)
+    reporter = command_reporter(False, verbose, as_json, stdout_is_data=False)
     failures = 0
     for source in inputs:
         try:
@@ -541,7 +542,7 @@ def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, g
         raise click.UsageError(f"--targets must be numbers, got {targets!r}") from None
     if not all(0 < t < math.inf for t in target_values):
         raise click.UsageError("--targets must be positive and finite")
-    reporter = Reporter(quiet, verbose, False, stdout_is_data=False)
+    reporter = command_reporter(quiet, verbose, False, stdout_is_data=False)
     unreadable: list[str] = []
     try:
         rows = evaluate_folder(

@@ -26,9 +26,17 @@ class Reporter:
     def __init__(self, quiet: bool, verbose: bool, as_json: bool, stdout_is_data: bool):
         self.quiet, self.verbose, self.as_json = quiet, verbose, as_json
         self.stdout_is_data = stdout_is_data
-        # A library's Python warning (Pillow on an odd file, say) reads like any other warning:
-        # one line, no source location unless -v.
+
+    @contextlib.contextmanager
+    def python_warnings(self):
+        """While a command runs: a library's Python warning (Pillow on an odd file, say) reads like any other
+        warning, one line, no source location unless -v; Python's own printer is back after."""
+        before = warnings.showwarning
         warnings.showwarning = self._python_warning
+        try:
+            yield
+        finally:
+            warnings.showwarning = before
 
     def _python_warning(self, message, category, filename, lineno, file=None, line=None) -> None:
         where = f" ({category.__name__} at {filename}:{lineno})" if self.verbose else ""
@@ -50,6 +58,14 @@ class Reporter:
     def record(self, record: dict) -> None:
         if self.as_json:
             click.echo(json.dumps(record), err=self.stdout_is_data)
+
+
+def command_reporter(quiet: bool, verbose: bool, as_json: bool, stdout_is_data: bool) -> Reporter:
+    """The Reporter of the running click command, printing Python warnings (Reporter.python_warnings) until the
+    command ends."""
+    reporter = Reporter(quiet, verbose, as_json, stdout_is_data)
+    click.get_current_context().with_resource(reporter.python_warnings())
+    return reporter
 
 
 def progress_bar():
