@@ -1,6 +1,9 @@
-"""Shared fixtures: a tiny seeded model, generated images, the shipped weights."""
+"""Shared fixtures: a tiny seeded model, generated images, the shipped weights, files from ../shared."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,27 @@ from controlgic_cli.model import ControlGIC, ModelConfig
 from controlgic_cli.model.weights import default_weights_path, save_weights
 from controlgic_cli.planner import GranularityPlan, patch_entropy, plan_from_scores
 from controlgic_cli.ratios import ratios_to_ppm
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def needs_shared(folder: str, what: str, *, file: str | None = None, env: str | None = None) -> Path:
+    """<repo>/../shared/<folder> (or the folder $env names), else skip the test saying what is missing.
+
+    ../shared holds what a clone does not carry (metric weights, the Kodak
+    images); on a fresh clone these tests skip, and the summary that -ra
+    prints (pyproject's addopts) lists each reason. file: a file the test
+    needs in that folder, named in the reason too.
+    """
+    override = os.environ.get(env) if env else None
+    base = Path(override) if override else SHARED / folder
+    wanted = base / file if file else base
+    if not (wanted.is_file() if file else wanted.is_dir()):
+        shown = f"{wanted} (from ${env})" if override else "/".join(["../shared", folder, *([file] if file else [])])
+        alternative = f"; or set ${env} to a folder holding it" if env and not override else ""
+        pytest.skip(f"needs {shown} ({what}{alternative})")
+    return base
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:

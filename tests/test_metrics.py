@@ -2,8 +2,8 @@
 
 The weights folder is ``$CGIC_METRIC_WEIGHTS`` or ``<repo>/../shared/metric-weights``,
 the Kodak images ``<repo>/../shared/data/kodak``; tests that need a missing
-one are skipped. Expensive results (DISTS on 512x768 images) are computed
-once per module.
+one are skipped, and the skip names the missing file (conftest.needs_shared).
+Expensive results (DISTS on 512x768 images) are computed once per module.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +21,12 @@ from PIL import Image
 from controlgic_cli.errors import CgicError
 from controlgic_cli.metrics import (
     DISTS,
+    DISTS_WEIGHTS_FILENAME,
     LPIPS,
     LPIPS_WEIGHTS_FILENAME,
     METRIC_WEIGHTS_ENV,
     NIQE,
+    NIQE_WEIGHTS_FILENAME,
     MetricSuite,
     MissingMetricWeights,
     compute_metrics,
@@ -36,7 +37,7 @@ from controlgic_cli.metrics import (
     resolve_metric_weights_dir,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .conftest import needs_shared
 
 # README §4.2: LPIPS total, LPIPS relu1..relu5, DISTS.
 SYNTH_REFERENCE = {
@@ -160,28 +161,29 @@ def dists_input(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image.transpose(2, 0, 1).copy()).float()[None] / 255
 
 
+def metric_weights(filename: str, what: str) -> Path:
+    """The metric weights folder holding `filename`, else skip naming it."""
+    return needs_shared("metric-weights", what, file=filename, env=METRIC_WEIGHTS_ENV)
+
+
 @pytest.fixture(scope="module")
 def weights_dir() -> Path:
-    from_env = os.environ.get(METRIC_WEIGHTS_ENV)
-    candidate = Path(from_env) if from_env else REPO_ROOT.parent / "shared" / "metric-weights"
-    if not candidate.is_dir():
-        pytest.skip(f"metric weights not found at {candidate} (set ${METRIC_WEIGHTS_ENV} to the folder)")
-    return candidate
+    return needs_shared("metric-weights", "the metric weights", env=METRIC_WEIGHTS_ENV)
 
 
 @pytest.fixture(scope="module")
-def lpips_model(weights_dir: Path) -> LPIPS:
-    return LPIPS.from_dir(weights_dir)
+def lpips_model() -> LPIPS:
+    return LPIPS.from_dir(metric_weights(LPIPS_WEIGHTS_FILENAME, "LPIPS weights"))
 
 
 @pytest.fixture(scope="module")
-def dists_model(weights_dir: Path) -> DISTS:
-    return DISTS.from_dir(weights_dir)
+def dists_model() -> DISTS:
+    return DISTS.from_dir(metric_weights(DISTS_WEIGHTS_FILENAME, "DISTS weights"))
 
 
 @pytest.fixture(scope="module")
-def niqe_model(weights_dir: Path) -> NIQE:
-    return NIQE.from_dir(weights_dir)
+def niqe_model() -> NIQE:
+    return NIQE.from_dir(metric_weights(NIQE_WEIGHTS_FILENAME, "NIQE's pristine model"))
 
 
 @pytest.fixture(scope="module")
@@ -196,12 +198,10 @@ def synth() -> dict[str, np.ndarray]:
 def kodak() -> dict[tuple[str, int | None], np.ndarray]:
     """Originals under (name, None), JPEGs under (name, quality) where their pixels
     match the README's (other Pillow/libjpeg versions decode differently)."""
-    folder = REPO_ROOT.parent / "shared" / "data" / "kodak"
     images: dict[tuple[str, int | None], np.ndarray] = {}
     for name, expected in KODAK_PIXEL_SHA256.items():
-        path = folder / f"{name}.png"
-        if not path.is_file():
-            pytest.skip(f"Kodak image not found: {path}")
+        path = needs_shared("data/kodak", "a Kodak image the reference values were computed on", file=f"{name}.png")
+        path = path / f"{name}.png"
         image = np.asarray(Image.open(path).convert("RGB"))
         if pixel_sha256(image) != expected:
             pytest.skip(f"{path} is not the image the README's values were computed on")
@@ -438,7 +438,7 @@ def test_compute_metrics_skips_missing_weights_with_reasons(synth, tmp_path):
     assert "ms_ssim" in report.notes  # 64x64 gets 3 scales
 
 
-def test_compute_metrics_with_weights(synth, weights_dir):
+def test_compute_metrics_with_weights(synth, weights_dir, lpips_model):
     report = compute_metrics(synth["ref"], synth["noise"], weights_dir=weights_dir, metrics=("psnr", "lpips", "niqe"))
     assert set(report.values) == {"psnr", "lpips"}
     assert_matches_printed(report.values["lpips"], SYNTH_REFERENCE["noise"][0])

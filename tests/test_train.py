@@ -11,15 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
+from controlgic_cli.metrics import DISTS_WEIGHTS_FILENAME, LPIPS_WEIGHTS_FILENAME, METRIC_WEIGHTS_ENV
 from controlgic_cli.model.weights import load_weights
 from controlgic_cli.train.config import TrainConfig
 from controlgic_cli.train.freeze import export_weights
 from controlgic_cli.train.loop import Trainer
 from controlgic_cli.train.validation import masks_for_batch
 
-from .conftest import synthetic_photo
+from .conftest import needs_shared, synthetic_photo
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "codebook_size": 32,
     "encoder_channels": [8, 16, 16],
@@ -31,10 +31,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def metric_weights():
-    candidate = Path(os.environ.get("CGIC_METRIC_WEIGHTS") or REPO.parent / "shared" / "metric-weights")
-    if not (candidate / "lpips_alex_v0.1.safetensors").is_file():
-        pytest.skip(f"LPIPS weights not found at {candidate} (set CGIC_METRIC_WEIGHTS)")
-    return candidate
+    return needs_shared("metric-weights", "LPIPS weights", file=LPIPS_WEIGHTS_FILENAME, env=METRIC_WEIGHTS_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +263,7 @@ def test_init_checkpoint_refuses_changes_that_cannot_start_as_the_same_network(
 
 
 def test_dists_term_joins_the_loss_on_the_first_crops(tmp_path, image_dir, metric_weights):
-    if not (metric_weights / "dists_vgg16.safetensors").is_file():
-        pytest.skip("DISTS weights not found")
+    needs_shared("metric-weights", "DISTS weights", file=DISTS_WEIGHTS_FILENAME, env=METRIC_WEIGHTS_ENV)
     trainer = Trainer(config(tmp_path, image_dir, metric_weights, dists_weight=2.0, dists_crops=1, gan_start_step=100))
     calls = []
     original = trainer.judge.dists.forward
