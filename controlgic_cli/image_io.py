@@ -10,7 +10,12 @@ What happens to each kind of input (also in README "Input images"):
                              (decoded as RGB or L). Colour under fully transparent pixels is
                              replaced by an extension of the visible colour (transparency.py)
                              and planned coarse first
+  PNG transparent colour     (tRNS) of grey at 1 to 16 bits or 8-bit RGB: alpha 0 where a pixel has it,
+                             compared on the samples as stored; 16-bit RGB, which Pillow reads as 8 bits,
+                             cannot be matched: coded opaque, with a note where a pixel might have had it
   P (palette), CMYK, YCbCr   converted to RGB by Pillow
+  JPEG XL, HEIC/HEIF         read with pillow-jxl-plugin (the eval extra), pillow-heif (the heif extra);
+                             without them a message names the extra to install
   embedded colour profile    RGB and CMYK images whose ICC profile is not sRGB are converted
                              to sRGB (relative colorimetric), with a note; decoded as sRGB.
                              Unless the profile is kept (metadata "icc", metadata.py): then
@@ -50,10 +55,13 @@ from .metadata import METADATA_KINDS, read_metadata, save_options
 
 # Files a folder input contributes (cgic encode DIR, training, benchmarks).
 IMAGE_SUFFIXES = {
-    ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif", ".heic", ".heif"
+    ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".avif", ".heic",
+    ".heif", ".jxl",
 }  # fmt: skip
 # ISO BMFF brands of HEIF stills (bytes 8-11 of the file), for a helpful message when pillow-heif is missing.
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
+# How a JPEG XL file starts: a bare codestream, or the ISO BMFF container's signature box.
+_JXL_SIGNATURES = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")
 GREY_MODES = {"1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -202,7 +210,7 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
         return dataclasses.replace(image, warnings=image.warnings + notes)
     name = None if isinstance(source, bytes) else str(source)
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
-    heif_reader = _register_heif()
+    heif_reader, jxl_reader = _register_heif(), _register_jxl()
     try:
         with pillow_warnings_into(notes, name), Image.open(stream) as im:
             check_pixel_count(im.width, im.height, name)
@@ -215,6 +223,8 @@ def load_image(source: ImageSource, metadata: frozenset[str] = frozenset()) -> S
     except UnidentifiedImageError:
         if not heif_reader and _looks_like_heif(source):
             raise ImageError(_about(name, 'HEIC/HEIF images need pillow-heif (pip install "cgic[heif]")')) from None
+        if not jxl_reader and _file_head(source, 12).startswith(_JXL_SIGNATURES):
+            raise ImageError(_about(name, 'JPEG XL images need pillow-jxl-plugin (pip install "cgic[eval]")')) from None
         raise ImageError(_about(name, "not an image Pillow can read")) from None
     except Image.DecompressionBombError as exc:
         # Pillow refuses twice its own limit while opening, before cgic's check sees the size: say it cgic's way.
@@ -236,15 +246,32 @@ def _register_heif() -> bool:
     return True
 
 
-def _looks_like_heif(source: str | Path | bytes) -> bool:
+@functools.cache
+def _register_jxl() -> bool:
+    """Let Pillow open JPEG XL when the optional pillow-jxl-plugin (the eval extra) is installed."""
+    try:
+        import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
+    except ImportError:
+        return False
+    return True
+
+
+def _file_head(source, size: int) -> bytes:
+    """The first bytes of a path, bytes or file object (b"" where they cannot be read)."""
     if isinstance(source, bytes):
-        head = source[:12]
-    else:
-        try:
-            with Path(source).open("rb") as file:
-                head = file.read(12)
-        except OSError:
-            return False
+        return source[:size]
+    try:
+        if hasattr(source, "read"):
+            source.seek(0)
+            return source.read(size)
+        with Path(source).open("rb") as file:
+            return file.read(size)
+    except (OSError, ValueError):
+        return b""
+
+
+def _looks_like_heif(source: str | Path | bytes) -> bool:
+    head = _file_head(source, 12)
     return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
@@ -275,15 +302,18 @@ def _read_pil(im: Image.Image, name: str | None, metadata: frozenset[str]) -> So
     if getattr(im, "n_frames", 1) > 1:
         notes.append(_about(name, f"animated image with {im.n_frames} frames, only the first frame is coded"))
         im.seek(0)
+    # How a PNG stores its samples ("L;4", "I;16B", "RGB;16B"...), known only until the pixels are read.
+    rawmode = im.tile[0][3] if im.format == "PNG" and len(im.tile) == 1 else None
+    rawmode = rawmode if isinstance(rawmode, str) else None
     im.load()
     im = ImageOps.exif_transpose(im)
     mode = im.mode
     has_alpha = (
         mode in ALPHA_MODES
         or (mode == "P" and "transparency" in im.info)
-        or (mode in ("L", "RGB") and "transparency" in im.info)
+        or ((mode in GREY_MODES or mode == "RGB") and "transparency" in im.info)
     )
-    alpha = _alpha_plane(im) if has_alpha else None
+    alpha = _alpha_plane(im, rawmode, name, notes) if has_alpha else None
     kept = read_metadata(im, metadata)
     if kept.icc is not None and not _profile_fits(kept.icc, im.mode):
         # A CMYK profile, say, cannot describe the RGB values the decoder returns.
@@ -299,12 +329,46 @@ def _read_pil(im: Image.Image, name: str | None, metadata: frozenset[str]) -> So
     return SourceImage(np.ascontiguousarray(rgb, dtype=np.uint8), colour, notes, kept, alpha)
 
 
-def _alpha_plane(im: Image.Image) -> np.ndarray | None:
+def _alpha_plane(im: Image.Image, rawmode: str | None, name: str | None, notes: list[str]) -> np.ndarray | None:
     """uint8 (H, W) transparency of an image with an alpha channel or a transparent colour; None if all opaque."""
-    # RGBA, LA, PA and the premultiplied RGBa, La have an A band; a palette, L or RGB image may name a
-    # transparent colour instead, which Pillow turns into an alpha band on conversion.
-    with_band = im if "A" in im.getbands() else im.convert("RGBA")
-    return _transparent_or_none(np.asarray(with_band.getchannel("A")))
+    # RGBA, LA, PA and the premultiplied RGBa, La have an A band; a palette image may give its entries alpha,
+    # which Pillow turns into an A band on conversion; a grey or RGB image may name one transparent colour.
+    if "A" in im.getbands():
+        return _transparent_or_none(np.asarray(im.getchannel("A")))
+    if im.mode == "P":
+        return _transparent_or_none(np.asarray(im.convert("RGBA").getchannel("A")))
+    return _transparent_or_none(_colour_key_alpha(im, rawmode, name, notes))
+
+
+# PNG grey samples of fewer than 8 bits (Pillow's rawmodes), which Pillow scales to 0-255 while its
+# "transparency" may still hold the sample as stored (Pillow 13 does so for 2 and 4 bits).
+_LOW_GREY_DEPTHS = {"1": 1, "L;2": 2, "L;4": 4}
+
+
+def _colour_key_alpha(im: Image.Image, rawmode: str | None, name: str | None, notes: list[str]) -> np.ndarray:
+    """Alpha 0 where a grey (1, L, I;16, I) or RGB image has the one colour its info["transparency"] names
+    (a PNG tRNS chunk), 255 elsewhere. The comparison is on the samples as stored: 16-bit grey as 16 bits;
+    1, 2 and 4-bit grey keys scaled as Pillow scales the samples."""
+    key = im.info["transparency"]
+    if not (isinstance(key, int) if im.mode != "RGB" else isinstance(key, tuple) and len(key) == 3):
+        return np.asarray(im.convert("RGBA").getchannel("A"))  # a key of another kind: as Pillow reads it
+    if im.mode == "RGB":
+        pixels = np.asarray(im)
+        if rawmode is not None and rawmode.startswith("RGB;16"):
+            # Pillow keeps the high byte of 16-bit RGB, and which of the pixels sharing the key's high bytes
+            # had the key itself is lost with the low byte.
+            if (pixels == tuple(k >> 8 for k in key)).all(axis=-1).any():
+                notes.append(
+                    _about(name, "its transparent colour (PNG tRNS) is a 16-bit RGB one, which cannot be told "
+                           "apart after Pillow reduces the image to 8 bits: coded opaque")
+                )  # fmt: skip
+            return np.full(pixels.shape[:2], 255, np.uint8)
+        return np.where((pixels == tuple(key)).all(axis=-1), 0, 255).astype(np.uint8)
+    values = np.asarray(im.convert("L") if im.mode == "1" else im)
+    depth = _LOW_GREY_DEPTHS.get(rawmode or "")
+    if depth is not None and 0 < key < 2**depth:
+        key *= 255 // (2**depth - 1)
+    return np.where(values == key, 0, 255).astype(np.uint8)
 
 
 def _transparent_or_none(alpha: np.ndarray) -> np.ndarray | None:
