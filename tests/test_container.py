@@ -19,9 +19,7 @@ from hypothesis import strategies as st
 from controlgic_cli.container import (
     COLOUR_GREY_ALPHA,
     COLOUR_RGB_ALPHA,
-    FORMAT_VERSION,
     FORMAT_VERSION_ALPHA,
-    FORMAT_VERSION_METADATA,
     FORMAT_VERSION_RANK_CODED,
     HEADER_SIZE,
     MAGIC,
@@ -37,6 +35,7 @@ from controlgic_cli.container import (
 from controlgic_cli.errors import FormatError, OptionsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SPEC_HEADER_SIZE = 60  # docs/format.md §3: the header's last field, header_crc32, is bytes 56..59
 FUZZ = settings(max_examples=150, deadline=None)
 
 SMALL_HEADER = CgicHeader(
@@ -68,7 +67,7 @@ def spec_file(
     """A file laid out from the offset table in docs/format.md, independently of the module under test."""
     if payload is None:
         payload = bytes(sum(section_lengths))
-    header = bytearray(HEADER_SIZE)
+    header = bytearray(SPEC_HEADER_SIZE)
     header[0:4] = magic
     header[4], header[5], header[6], header[7] = version, colour_mode, flags, reserved
     struct.pack_into("<II", header, 8, width, height)
@@ -80,8 +79,13 @@ def spec_file(
     return bytes(header) + payload
 
 
-def test_constants_match_the_spec():
-    assert (MAGIC, FORMAT_VERSION, FORMAT_VERSION_METADATA, HEADER_SIZE, MAX_DIMENSION) == (b"CGIC", 1, 2, 60, 65535)
+@pytest.mark.parametrize(("width", "height"), [(65536, 16), (16, 65536), (0, 16), (16, 0)])
+def test_sides_outside_the_spec_range_are_refused_by_writer_and_reader(width, height):
+    """docs/format.md §3: width and height are 1..65535 (the round trip of 65535 is tested below)."""
+    with pytest.raises(OptionsError, match=r"^cannot write"):
+        pack_file(dataclasses.replace(SMALL_HEADER, width=width, height=height), SMALL_SECTIONS)
+    with pytest.raises(FormatError, match=r"(width|height) \d+ is not an integer in 1\.\.65535$"):
+        read_header(spec_file(width=width, height=height))
 
 
 def test_packed_bytes_follow_the_offset_table():
@@ -100,7 +104,7 @@ def test_hex_example_in_the_format_doc_matches_the_writer():
 
 def test_small_file_round_trip():
     data = pack_file(SMALL_HEADER, SMALL_SECTIONS)
-    assert len(data) == HEADER_SIZE + 7
+    assert len(data) == SPEC_HEADER_SIZE + 7
     assert parse_file(data) == (SMALL_HEADER, SMALL_SECTIONS)
     assert read_header(data) == SMALL_HEADER
     assert read_header(data[:HEADER_SIZE]) == SMALL_HEADER

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 
 import pytest
 
 from controlgic_cli import container
 from controlgic_cli.cli import main
+from controlgic_cli.errors import OptionsError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,11 +25,63 @@ def test_every_option_is_documented_in_the_readme(command):
                 assert flag in readme, f"README does not mention {flag} of cgic {command}"
 
 
-def test_format_spec_states_the_constants():
-    spec = (REPO / "docs" / "format.md").read_text()
-    assert f"{container.HEADER_SIZE}-byte header" in spec or f"{container.HEADER_SIZE} bytes" in spec
-    assert container.MAGIC.decode() in spec
-    assert str(container.MAX_DIMENSION) in spec
+def header_table() -> dict[str, tuple[int, int, str]]:
+    """docs/format.md §3's offset table: field -> (offset, size, valid values)."""
+    spec = (REPO / "docs" / "format.md").read_text(encoding="utf-8")
+    section = spec[spec.index("## 3. Header") : spec.index("## 4. ")]
+    rows = re.findall(r"^\| (\d+) \| (\d+) \| (\w+) \| [^|]+ \| ([^|]+) \|$", section, flags=re.MULTILINE)
+    return {name: (int(offset), int(size), valid.strip()) for offset, size, name, valid in rows}
+
+
+def test_the_header_table_in_the_format_spec_is_where_the_writer_puts_each_field():
+    table = header_table()
+    spans = sorted((offset, offset + size) for offset, size, _ in table.values())
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False)), "gaps or overlaps"
+    header_size = spans[-1][1]
+    header = container.CgicHeader(
+        width=48,
+        height=32,
+        colour_mode=container.COLOUR_RGB,
+        ratios=(250_000, 350_000, 400_000),
+        model_id=bytes(range(11, 19)),
+        rate_controlled=True,
+    )
+    sections = container.CgicSections(masks=b"\x0f", fine=b"\x01\x02\x03", medium=b"\x04\x05", coarse=b"\x06")
+    data = container.pack_file(header, sections)
+    assert len(data) == header_size + 7
+
+    def field(name: str) -> bytes:
+        offset, size, _ = table[name]
+        return data[offset : offset + size]
+
+    def number(name: str) -> int:
+        return int.from_bytes(field(name), "little")
+
+    magic = re.search(r"`([0-9a-f ]+)`", table["magic"][2]).group(1)
+    assert field("magic") == bytes.fromhex(magic)
+    assert number("format_version") == 1 and number("colour_mode") == container.COLOUR_RGB
+    assert (number("flags"), number("reserved")) == (1, 0)  # flag bit 0: rate controlled
+    assert (number("width"), number("height")) == (48, 32)
+    assert [number(f"ratio_{name}") for name in ("fine", "medium", "coarse")] == [250_000, 350_000, 400_000]
+    assert field("model_id") == bytes(range(11, 19))
+    assert [number(f"{part}_bytes") for part in ("mask", "fine", "medium", "coarse")] == [1, 3, 2, 1]
+    assert number("payload_crc32") == zlib.crc32(data[header_size:])
+    assert number("header_crc32") == zlib.crc32(data[: table["header_crc32"][0]])
+
+
+def test_the_side_range_in_the_format_spec_is_what_the_writer_accepts():
+    table = header_table()
+    assert table["width"][2] == table["height"][2]
+    low, high = (int(side) for side in re.fullmatch(r"(\d+)\.\.(\d+)", table["width"][2]).groups())
+    for width, accepted in ((low - 1, False), (low, True), (high, True), (high + 1, False)):
+        header = container.CgicHeader(width, 16, 0, (0, 0, 1_000_000), bytes(8), rate_controlled=False)
+        masks = bytes(container.mask_section_size_range(max(width, 1), 16)[0])
+        try:
+            container.pack_file(header, container.CgicSections(masks=masks, fine=b"", medium=b"", coarse=b""))
+        except OptionsError:
+            assert not accepted, f"width {width} is in the spec's range but refused"
+        else:
+            assert accepted, f"width {width} is outside the spec's range but written"
 
 
 def test_api_examples_run(tmp_path, monkeypatch, shipped_weights):

@@ -157,21 +157,28 @@ def test_bands_of_rows_give_the_scores_of_the_whole_image(codec, monkeypatch):
 
 
 def test_planner_tiles_change_speed_not_scores_and_smaller_codec_tiles_are_kept(codec, monkeypatch):
-    rgb = pad_to_block(synthetic_photo(96, 112, seed=7))
+    rgb = pad_to_block(synthetic_photo(64, 96, seed=7))
     indices = codec.network.encode_indices(rgb)
     whole = measured_scores(codec.network, rgb, indices)  # one tile: the image is below PLANNER_TILES.core
     used = []
     with_tiles = TiledNetwork.with_tiles
     monkeypatch.setattr(TiledNetwork, "with_tiles", lambda self, tiles: used.append(tiles) or with_tiles(self, tiles))
-    # Tiles of 32 px whose margins cover the decoder's whole reach: the scores of the untiled image.
-    monkeypatch.setattr("controlgic_cli.measured.PLANNER_TILES", TileSpec(core=32, margin=192))
+    # Two tiles whose margins cover the decoder's whole reach: the scores of the untiled image.
+    monkeypatch.setattr("controlgic_cli.measured.PLANNER_TILES", TileSpec(core=64, margin=192))
     tiled = measured_scores(codec.network, rgb, indices)
     np.testing.assert_allclose(tiled.coarse, whole.coarse, rtol=1e-4, atol=1e-2)
     np.testing.assert_allclose(tiled.medium, whole.medium, rtol=1e-4, atol=1e-2)
-    # A codec given smaller tiles than the planner's (to bound memory) keeps its own in the planner too.
-    small = TiledNetwork(codec.network.network, codec.network.device, TileSpec(core=16, margin=48))
-    assert measured_scores(small, rgb, indices) is not None
-    assert used == [TileSpec(core=32, margin=192)]
+    # A codec given smaller tiles than the planner's (to bound memory) keeps its own in the planner too:
+    # not re-tiled, and its scores are the planner's on those tiles (small margins, so not the untiled scores).
+    own = TileSpec(core=48, margin=16)
+    kept = measured_scores(TiledNetwork(codec.network.network, codec.network.device, own), rgb, indices)
+    assert used == [TileSpec(core=64, margin=192)]
+    monkeypatch.setattr("controlgic_cli.measured.PLANNER_TILES", own)
+    on_own_tiles = measured_scores(codec.network, rgb, indices)
+    assert used[-1] == own
+    np.testing.assert_array_equal(kept.coarse, on_own_tiles.coarse)
+    np.testing.assert_array_equal(kept.medium, on_own_tiles.medium)
+    assert not np.allclose(kept.medium, whole.medium, rtol=1e-4, atol=1e-2)
 
 
 def test_progress_counts_every_tile_of_the_three_decodes_and_the_feature_pass(codec, monkeypatch):
