@@ -163,7 +163,7 @@ class Validation:
         with torch.no_grad():
             for name in VALIDATION_IMAGES:
                 rgb = load_rgb(kodak / f"{name}.png")
-                x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+                x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
                 self.images.append(x)
                 self.latents.append(model.encode_latent(x))
 
@@ -227,6 +227,8 @@ def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, 
 @click.option(
     "--mse-weight", type=float, default=10.0, show_default=True, help="Pixel stage: weight of MSE in [-1, 1]."
 )
+@click.option("--latent-weight", type=float, default=1.0, show_default=True, help="Pixel stage: latent MSE.")
+@click.option("--decoder-lr-scale", type=float, default=0.5, show_default=True, help="Pixel stage.")
 @click.option("--validate-every", type=int, default=500, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -242,6 +244,8 @@ def run(
     crop,
     lr,
     mse_weight,
+    latent_weight,
+    decoder_lr_scale,
     validate_every,
     threads,
     seed,
@@ -258,16 +262,23 @@ def run(
     model = model.to(memory_format=torch.channels_last)
     model.backbone_encoder.requires_grad_(False)
     model.backbone_decoder.requires_grad_(stage == "pixel")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(trainable, lr=lr)
+    # The pretrained decoder moves more slowly than the adapters, which start from scratch.
+    adapters = [*model.analysis.parameters(), *model.synthesis.parameters()]
+    groups = [{"params": adapters, "lr": lr}]
+    if stage == "pixel":
+        groups.append({"params": list(model.backbone_decoder.parameters()), "lr": lr * decoder_lr_scale})
+    optimiser = torch.optim.Adam(groups)
     step, rng = 0, np.random.default_rng(seed)
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
         model.load_state_dict(state["model"])
         step = state["step"]
         if state["stage"] == stage:
-            optimiser.load_state_dict(state["optimiser"])
             rng.bit_generator.state = state["rng"]
+            try:
+                optimiser.load_state_dict(state["optimiser"])
+            except ValueError:
+                click.echo("the optimiser's parameter groups changed: its state starts afresh")
         click.echo(f"resumed at step {step} (stage {state['stage']} -> {stage})")
     if step >= steps:
         click.echo(f"already at step {step}: nothing to do")
@@ -300,13 +311,15 @@ def run(
         masks = random_masks(rng, batch, crop // LATENT_STRIDE)
         if stage == "latent":
             loss = F.mse_loss(model.rebuild(latents, masks), latents)
-            parts = {"latent_mse": float(loss)}
+            parts = {"latent_mse": loss.item()}
         else:
-            decoded = model(latents, masks)[1]
+            rebuilt, decoded = model(latents, masks)
             mse = F.mse_loss(decoded, images)
             distance = lpips(decoded, images).mean()
-            loss = mse_weight * mse + distance
-            parts = {"mse": float(mse), "lpips": float(distance)}
+            # The latent term keeps a direct signal on the adapters, which the decoder's gradients reach weakly.
+            latent_mse = F.mse_loss(rebuilt, latents)
+            loss = mse_weight * mse + distance + latent_weight * latent_mse
+            parts = {"mse": mse.item(), "lpips": distance.item(), "latent_mse": latent_mse.item()}
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
