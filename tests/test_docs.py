@@ -84,15 +84,32 @@ def test_the_side_range_in_the_format_spec_is_what_the_writer_accepts():
             assert accepted, f"width {width} is outside the spec's range but written"
 
 
+def api_examples() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (REPO / "docs" / "api.md").read_text(), flags=re.S)
+
+
+def test_api_examples_compile_and_import_what_exists():
+    """The quick check of docs/api.md (test_api_examples_run runs the blocks, marked slow): each block
+    compiles, and every name it imports from controlgic_cli exists."""
+    import importlib
+
+    blocks = api_examples()
+    assert len(blocks) >= 8
+    for number, block in enumerate(blocks):
+        compile(block, f"docs/api.md block {number + 1}", "exec")
+        for module, names in re.findall(r"^from (controlgic_cli[\w.]*) import ([\w, ]+)", block, flags=re.M):
+            for name in names.split(","):
+                assert hasattr(importlib.import_module(module), name.strip()), f"block {number + 1}: {module}.{name}"
+
+
+@pytest.mark.slow
 def test_api_examples_run(tmp_path, monkeypatch, shipped_weights):
     """Every python block of docs/api.md, in order, in one namespace, with the shipped model."""
     from PIL import Image
 
     from .conftest import synthetic_photo
 
-    text = (REPO / "docs" / "api.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 8
+    blocks = api_examples()
     sample = Image.open(REPO / "docs" / "sample.png").convert("RGB")
     sample.resize((320, 216)).save(tmp_path / "photo.png")
     Image.fromarray(synthetic_photo(96, 128, seed=1)).save(tmp_path / "a.png")

@@ -329,6 +329,7 @@ def test_dists_synthetic_matches_reference(dists_model, synth, distorted):
     assert_matches_printed(float(value), SYNTH_REFERENCE[distorted][2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "quality"), list(KODAK_REFERENCE))
 def test_dists_kodak_jpeg_matches_reference(kodak, kodak_dists, name, quality):
     kodak_jpeg_pair(kodak, name, quality)

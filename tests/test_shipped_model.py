@@ -65,6 +65,7 @@ def test_sample_round_trip_through_the_cli(tmp_path):
     assert piped.returncode == 0 and piped.stdout == (tmp_path / "s.cgic").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_cutout_at_a_quality_level_through_the_cli(tmp_path):
     """The shipped model and scale: transparency kept exactly, the visible part decoded recognisably."""
     original = np.asarray(Image.open(SAMPLE).convert("RGB"))

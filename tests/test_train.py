@@ -302,6 +302,7 @@ def _torchrun(run_dir: Path, settings: dict, replicas: int) -> None:
     assert "Grad strides do not match" not in done.stderr, "DDP buckets and gradients disagree on strides"
 
 
+@pytest.mark.slow
 def test_torchrun_trains_two_replicas_in_sync_and_resumes(tmp_path, image_dir, metric_weights):
     """The DDP path on CPU (gloo): what runs on several GPUs, in two processes here."""
 
