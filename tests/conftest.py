@@ -17,6 +17,13 @@ from controlgic_cli.ratios import ratios_to_ppm
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
+# One intra-op thread for the networks run in this process. The tests' networks are tiny or their
+# images small, so a second thread saves little; but on a machine whose cores are busy with other
+# work, every small torch op waits at its barrier for a descheduled second thread: the whole suite
+# took 20 min on a loaded 2-core machine with torch's default of 2 threads, 4 min with 1. Tests of
+# thread counts set their own and put the count back; CLI runs in child processes keep torch's default.
+torch.set_num_threads(1)
+
 
 def needs_shared(folder: str, what: str, *, file: str | None = None, env: str | None = None) -> Path:
     """<repo>/../shared/<folder> (or the folder $env names), else skip the test saying what is missing.
