@@ -79,7 +79,7 @@ class LatentCache:
                 rgb = load_rgb(path)
                 h, w = (min(s - s % 16, max_side) for s in rgb.shape[:2])
                 top, left = rng.integers(rgb.shape[0] - h + 1), rng.integers(rgb.shape[1] - w + 1)
-                rgb = np.ascontiguousarray(rgb[top : top + h, left : left + w])
+                rgb = rgb[top : top + h, left : left + w].copy()
                 if number % 50 == 0:
                     click.echo(f"{number}/{len(files)}", err=True)
                 x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
@@ -232,6 +232,13 @@ def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, 
 @click.option("--validate-every", type=int, default=500, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--size",
+    type=click.Choice(["default", "tiny"]),
+    default="default",
+    show_default=True,
+    help="LatentModelConfig: the shipped sizes, or a tiny network for tests.",
+)
 def run(
     cache_file,
     taef2,
@@ -249,13 +256,14 @@ def run(
     validate_every,
     threads,
     seed,
+    size,
 ) -> None:
     """Train (or resume) a run of one stage."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
-    config = LatentModelConfig()
+    config = LatentModelConfig.tiny() if size == "tiny" else LatentModelConfig()
     model = LatentControlGIC(config)
     load_backbone(model, taef2)
     # channels_last: oneDNN convolutions on a CPU run faster in this layout than in the default one.

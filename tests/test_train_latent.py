@@ -1,0 +1,115 @@
+"""Model v2's training script end to end on a tiny network: cache, both stages, resume, export, codec."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
+from controlgic_cli.api import Codec
+from controlgic_cli.metrics.lpips import LPIPS, LPIPS_WEIGHTS_FILENAME
+from controlgic_cli.model.taef2 import taef2_decoder, taef2_encoder
+from controlgic_cli.train.latent import main, random_masks, synthetic_image
+from tests.conftest import synthetic_photo
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Random stand-ins for the TAEF2 and LPIPS weights (the mechanics, not the quality, are under test)."""
+    root = tmp_path_factory.mktemp("v2-train")
+    torch.manual_seed(0)
+    (root / "taef2").mkdir()
+    save_file(taef2_encoder().state_dict(), str(root / "taef2" / "taef2_encoder.safetensors"))
+    save_file(taef2_decoder().state_dict(), str(root / "taef2" / "taef2_decoder.safetensors"))
+    (root / "metric").mkdir()
+    shapes = LPIPS.expected_shapes()
+    save_file({k: torch.rand(s) * 0.1 for k, s in shapes.items()}, str(root / "metric" / LPIPS_WEIGHTS_FILENAME))
+    for folder, count in (("train", 3), ("kodak", 0)):
+        (root / folder).mkdir()
+        for n in range(count):
+            Image.fromarray(synthetic_photo(96, 112, seed=n)).save(root / folder / f"photo{n}.png")
+    for name in ("kodim01", "kodim08", "kodim13", "kodim23"):
+        Image.fromarray(synthetic_photo(64, 64, seed=9)).save(root / "kodak" / f"{name}.png")
+    return root
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_cache_train_resume_export_and_code(setup):
+    root = setup
+    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", root / "cache.pt", "--threads", 1])
+    common = [
+        "--cache-file",
+        root / "cache.pt",
+        "--taef2",
+        root / "taef2",
+        "--metric-weights",
+        root / "metric",
+        "--kodak",
+        root / "kodak",
+        "--run-dir",
+        root / "run",
+        "--size",
+        "tiny",
+        "--batch",
+        2,
+        "--crop",
+        32,
+        "--validate-every",
+        2,
+        "--threads",
+        1,
+    ]
+    invoke(["run", *common, "--stage", "latent", "--steps", 2])
+    invoke(["run", *common, "--stage", "pixel", "--steps", 4])
+    assert "already at step 4" in invoke(["run", *common, "--stage", "latent", "--steps", 3])
+    records = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "fine_psnr" in r] == [
+        2,
+        2,
+        4,
+        4,
+    ]  # each stage validates at 2 or 4, and at its end
+    assert records[-1]["stage"] == "pixel" and records[-1]["final"]
+    invoke(
+        [
+            "export",
+            "--checkpoint",
+            root / "run" / "checkpoint.pt",
+            "--cache-file",
+            root / "cache.pt",
+            "-o",
+            root / "v2.safetensors",
+        ]
+    )
+    codec = Codec(root / "v2.safetensors", device="cpu")
+    assert codec.model.metadata["training_steps"] == "4"
+    data = codec.encode(synthetic_photo(40, 56), planner="entropy").data
+    assert codec.decode_array(data)[0].shape == (40, 56, 3)
+
+
+def test_random_masks_cover_every_cell_once():
+    masks = random_masks(np.random.default_rng(1), 12, 8)
+    fine, medium, coarse = masks
+    covered = fine + torch.nn.functional.interpolate(medium, scale_factor=2.0)
+    covered = covered + torch.nn.functional.interpolate(coarse, scale_factor=4.0)
+    assert torch.equal(covered, torch.ones_like(covered))
+    assert fine.shape == (12, 1, 16, 16) and medium.shape == (12, 1, 8, 8) and coarse.shape == (12, 1, 4, 4)
+
+
+def test_synthetic_images_are_flat_colours_and_text():
+    rng = np.random.default_rng(2)
+    images = [synthetic_image(rng, 64) for _ in range(20)]
+    assert all(i.shape == (64, 64, 3) and i.dtype == np.uint8 for i in images)
+    colours = [len(np.unique(i.reshape(-1, 3), axis=0)) for i in images]
+    # flat regions alone in some (a few colours), anti-aliased text over them in others
+    assert sum(c <= 8 for c in colours) >= 5 and max(colours) > 8
