@@ -32,7 +32,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "read_info":  # the header alone: no torch to import
-        from .container import read_header
+        from .coding.container import read_header
 
         return read_header
     if name in _LAZY:

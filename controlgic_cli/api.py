@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .alpha_coding import pack_alpha, unpack_alpha
-from .container import (
+from .coding.alpha_coding import pack_alpha, unpack_alpha
+from .coding.container import (
     CgicHeader,
     CgicSections,
     ImageMetadata,
@@ -35,19 +35,20 @@ from .container import (
     parse_file,
     read_header,
 )
+from .coding.index_coding import GroupUsageCoding, NeighbourRankCoding, UsageCoding
+from .coding.mask_coding import MASK_CODINGS, unpack_file_masks
 from .determinism import without_tf32
 from .errors import ModelError, OptionsError
-from .image_io import ImageSource, SourceImage, check_codable_size, check_pixel_count, load_image, to_pil
-from .index_coding import GroupUsageCoding, NeighbourRankCoding, UsageCoding
 from .inference import NetworkPass, TiledNetwork
-from .mask_coding import MASK_CODINGS, unpack_file_masks
-from .measured import measured_scores
-from .metadata import attach, check_metadata_kinds
+from .io.image_io import ImageSource, SourceImage, check_codable_size, check_pixel_count, load_image, to_pil
+from .io.metadata import attach, check_metadata_kinds
+from .io.transparency import fill_invisible
 from .metrics.distortion import psnr
 from .model.weights import LoadedModel, default_weights_path, load_weights, shipped_weights_for
-from .planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores, weight_by_visibility
-from .quality import QualityScale, load_scale
-from .rate import (
+from .planning.measured import measured_scores
+from .planning.planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores, weight_by_visibility
+from .planning.quality import QualityScale, load_scale
+from .planning.rate import (
     RateChoice,
     RatePath,
     choose_dataset,
@@ -57,10 +58,9 @@ from .rate import (
     choose_for_threshold,
     rate_path,
 )
-from .ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
+from .planning.ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
+from .planning.tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 from .tiling import DEFAULT_TILES, Box, TileSpec
-from .transparency import fill_invisible
-from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
 BLOCK = 16
 

@@ -19,7 +19,7 @@ from .metrics.lpips import unit_normalise
 from .model import ControlGIC, Indices, MaskSet
 from .model.config import COARSE_STRIDE, FINE_STRIDE, MEDIUM_STRIDE, STRIDES
 from .model.latent_network import LatentControlGIC
-from .refine import RefineSettings, refine_indices
+from .planning.refine import RefineSettings, refine_indices
 from .tiling import DEFAULT_TILES, Box, TileSpec, plan_tiles
 
 

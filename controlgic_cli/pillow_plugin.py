@@ -19,10 +19,10 @@ import io
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .container import DECODED_PIL_MODES, MAGIC, parse_file
+from .coding.container import DECODED_PIL_MODES, MAGIC, parse_file
 from .errors import CgicError, FormatError, OptionsError
-from .metadata import attach
-from .ratios import ppm_to_ratios
+from .io.metadata import attach
+from .planning.ratios import ppm_to_ratios
 
 FORMAT = "CGIC"
 MIME = "image/x-cgic"
@@ -70,7 +70,7 @@ class CgicImageFile(ImageFile.ImageFile):
 
 def _save(im: Image.Image, fp, filename) -> None:
     from .api import DEFAULT_RATIOS, get_codec
-    from .tunes import DEFAULT_PLANNER
+    from .planning.tunes import DEFAULT_PLANNER
 
     options = im.encoderinfo
     codec = get_codec(options.get("weights"), options.get("device", "auto"))

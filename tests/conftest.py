@@ -11,8 +11,8 @@ import torch
 
 from controlgic_cli.model import ControlGIC, ModelConfig
 from controlgic_cli.model.weights import default_weights_path, save_weights
-from controlgic_cli.planner import GranularityPlan, patch_entropy, plan_from_scores
-from controlgic_cli.ratios import ratios_to_ppm
+from controlgic_cli.planning.planner import GranularityPlan, patch_entropy, plan_from_scores
+from controlgic_cli.planning.ratios import ratios_to_ppm
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

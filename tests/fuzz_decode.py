@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from controlgic_cli.api import Codec
-from controlgic_cli.container import HEADER_SIZE, ImageMetadata
+from controlgic_cli.coding.container import HEADER_SIZE, ImageMetadata
 from controlgic_cli.errors import CgicError
-from controlgic_cli.image_io import load_image
+from controlgic_cli.io.image_io import load_image
 
 from .conftest import build_tiny_weights, synthetic_photo
 

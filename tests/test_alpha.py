@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from controlgic_cli import alpha_coding
-from controlgic_cli.alpha_coding import pack_alpha, unpack_alpha
 from controlgic_cli.api import Codec
 from controlgic_cli.cli import main
-from controlgic_cli.container import (
+from controlgic_cli.coding import alpha_coding
+from controlgic_cli.coding.alpha_coding import pack_alpha, unpack_alpha
+from controlgic_cli.coding.container import (
     COLOUR_GREY_ALPHA,
     COLOUR_RGB_ALPHA,
     FORMAT_VERSION_ALPHA,
@@ -25,8 +25,8 @@ from controlgic_cli.container import (
     parse_file,
 )
 from controlgic_cli.errors import FormatError, ImageError
-from controlgic_cli.planner import PatchScores, weight_by_visibility
-from controlgic_cli.transparency import fill_invisible
+from controlgic_cli.io.transparency import fill_invisible
+from controlgic_cli.planning.planner import PatchScores, weight_by_visibility
 
 from .conftest import synthetic_photo
 

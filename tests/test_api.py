@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from controlgic_cli.api import Codec
-from controlgic_cli.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
+from controlgic_cli.coding.container import COLOUR_GREY, COLOUR_RGB, COLOUR_RGB_ALPHA_DROPPED, HEADER_SIZE, parse_file
 from controlgic_cli.errors import CgicError, FormatError, ImageError, ModelError, OptionsError
 
 from .conftest import synthetic_photo

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from controlgic_cli.api import Codec
-from controlgic_cli.batch import EncodeSettings, FileTask, default_jobs, encode_local, run_ordered
+from controlgic_cli.batch.core import EncodeSettings, FileTask, default_jobs, encode_local, run_ordered
 from controlgic_cli.cli import main
 
 from .conftest import synthetic_photo
@@ -176,8 +176,8 @@ def test_a_network_pass_over_several_images_gives_each_its_own_indices(shipped_w
 
 
 def test_dataset_summaries_share_network_passes_and_match_one_at_a_time(same_size_folder, tiny_weights, monkeypatch):
-    from controlgic_cli import batch as batch_module
     from controlgic_cli.api import get_codec
+    from controlgic_cli.batch import core as batch_module
 
     settings = EncodeSettings(weights=str(tiny_weights), device="cpu")
     tasks = [FileTask(str(p), "-") for p in sorted(same_size_folder.iterdir())]

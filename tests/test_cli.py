@@ -15,7 +15,7 @@ from PIL import Image
 
 from controlgic_cli.api import get_codec
 from controlgic_cli.cli import main
-from controlgic_cli.container import pack_file, parse_file
+from controlgic_cli.coding.container import pack_file, parse_file
 
 from .colour_profiles import matrix_profile
 from .conftest import synthetic_photo
@@ -379,7 +379,7 @@ def test_eval_jpeg_xl_when_the_plugin_is_installed(tmp_path, tiny_weights, monke
 def test_the_progress_bar_draws_on_a_terminal_once_a_phase_is_slow_and_clears_itself(monkeypatch):
     import io
 
-    from controlgic_cli.cli_output import progress_bar
+    from controlgic_cli.cli.output import progress_bar
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -527,7 +527,7 @@ def test_a_side_longer_than_a_header_holds_is_refused_before_the_network(tmp_pat
 def test_binary_output_is_not_written_to_a_terminal(tmp_path, tiny_weights, monkeypatch):
     src = save_png(tmp_path / "in.png", synthetic_photo(16, 16))
     assert run(["encode", src, "--weights", tiny_weights]).exit_code == 0
-    monkeypatch.setattr("controlgic_cli.cli._stdout_is_a_terminal", lambda: True)
+    monkeypatch.setattr("controlgic_cli.cli.commands._stdout_is_a_terminal", lambda: True)
     for args in (["encode", src, "-o", "-"], ["decode", tmp_path / "in.cgic", "-o", "-"]):
         result = CliRunner().invoke(main, [*map(str, args), "--weights", str(tiny_weights)])
         assert result.exit_code == 2 and "terminal" in result.stderr

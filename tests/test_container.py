@@ -1,4 +1,4 @@
-"""The .cgic container (controlgic_cli.container) against docs/format.md."""
+"""The .cgic container (controlgic_cli.coding.container) against docs/format.md."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controlgic_cli.container import (
+from controlgic_cli.coding.container import (
     COLOUR_GREY_ALPHA,
     COLOUR_RGB_ALPHA,
     FORMAT_VERSION_ALPHA,
@@ -476,7 +476,8 @@ def test_mask_section_size_range():
 def test_container_and_coders_do_not_import_torch():
     code = (
         "import sys\n"
-        "import controlgic_cli.container, controlgic_cli.entropy_coder, controlgic_cli.index_coding\n"
+        "import controlgic_cli.coding.container, controlgic_cli.coding.entropy_coder\n"
+        "import controlgic_cli.coding.index_coding\n"
         "heavy = sorted(m for m in ('torch', 'click', 'tqdm') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

@@ -230,9 +230,9 @@ def test_importing_and_constructing_leaves_warnings_and_torch_alone(tiny_weights
     script = f"""
 import warnings, torch
 shown, flags = warnings.showwarning, (torch.backends.cudnn.allow_tf32, torch.get_num_threads())
-import controlgic_cli, controlgic_cli.api, controlgic_cli.cli, controlgic_cli.cli_output, controlgic_cli.pillow_plugin
+import controlgic_cli, controlgic_cli.api, controlgic_cli.cli, controlgic_cli.cli.output, controlgic_cli.pillow_plugin
 from controlgic_cli.api import Codec
-from controlgic_cli.cli_output import Reporter
+from controlgic_cli.cli.output import Reporter
 Codec({str(tiny_weights)!r}, device="cpu")
 Reporter(False, True, False, stdout_is_data=False)
 assert warnings.showwarning is shown, warnings.showwarning

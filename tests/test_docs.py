@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from controlgic_cli import container
 from controlgic_cli.cli import main
+from controlgic_cli.coding import container
 from controlgic_cli.errors import OptionsError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Canonical Huffman index coding and mask bit-packing (controlgic_cli.entropy_coder)."""
+"""Canonical Huffman index coding and mask bit-packing (controlgic_cli.coding.entropy_coder)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controlgic_cli.entropy_coder import (
+from controlgic_cli.coding.entropy_coder import (
     IndexCoder,
     canonical_code_table,
     empirical_entropy_bits,

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from controlgic_cli.cli.file_plan import plan_tasks
 from controlgic_cli.errors import OptionsError
-from controlgic_cli.file_plan import plan_tasks
-from controlgic_cli.image_io import IMAGE_SUFFIXES
+from controlgic_cli.io.image_io import IMAGE_SUFFIXES
 
 from .conftest import synthetic_photo
 from .test_cli import run

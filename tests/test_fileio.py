@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from controlgic_cli.fileio import check_target, write_atomic
+from controlgic_cli.io.fileio import check_target, write_atomic
 
 
 def test_a_new_file_is_written_and_an_existing_one_kept_without_overwrite(tmp_path):
@@ -60,7 +60,7 @@ def test_errors_name_the_output_not_the_hidden_temporary_file(tmp_path, monkeypa
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / ".out.cgic.abc123.part"))
 
-    monkeypatch.setattr("controlgic_cli.fileio.os.replace", refuse)
+    monkeypatch.setattr("controlgic_cli.io.fileio.os.replace", refuse)
     with pytest.raises(PermissionError) as caught:
         write_atomic(tmp_path / "out.cgic", b"x", overwrite=True)
     assert caught.value.filename == str(tmp_path / "out.cgic")

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from controlgic_cli.container import HEADER_SIZE, parse_file
+from controlgic_cli.coding.container import HEADER_SIZE, parse_file
 
 from .make_golden import CASES, REGENERATE, cgic_path, decode, decoded_path, encode, pixels
 

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from controlgic_cli import image_io
 from controlgic_cli.api import Codec
 from controlgic_cli.cli import main
-from controlgic_cli.container import COLOUR_GREY_ALPHA, COLOUR_RGB, COLOUR_RGB_ALPHA
+from controlgic_cli.coding.container import COLOUR_GREY_ALPHA, COLOUR_RGB, COLOUR_RGB_ALPHA
 from controlgic_cli.errors import ImageError
-from controlgic_cli.image_io import IMAGE_SUFFIXES, list_image_files, load_image
+from controlgic_cli.io import image_io
+from controlgic_cli.io.image_io import IMAGE_SUFFIXES, list_image_files, load_image
 
 from .conftest import synthetic_photo
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageFile
 
-from controlgic_cli import image_io
-from controlgic_cli.container import (
+from controlgic_cli.coding.container import (
     COLOUR_GREY,
     COLOUR_GREY_ALPHA,
     COLOUR_RGB,
@@ -20,7 +19,8 @@ from controlgic_cli.container import (
     COLOUR_RGB_ALPHA_DROPPED,
 )
 from controlgic_cli.errors import ImageError
-from controlgic_cli.image_io import encode_image_file, load_image, loses_alpha, to_pil
+from controlgic_cli.io import image_io
+from controlgic_cli.io.image_io import encode_image_file, load_image, loses_alpha, to_pil
 
 from .colour_profiles import matrix_profile
 from .conftest import synthetic_photo
@@ -645,7 +645,7 @@ def test_heic_photos_are_read_with_their_profile_and_metadata():
 
 
 def test_heif_without_a_reader_names_the_missing_extra(monkeypatch):
-    from controlgic_cli import image_io
+    from controlgic_cli.io import image_io
 
     monkeypatch.setattr(image_io, "_register_heif", lambda: False)
     not_decodable = b"\x00\x00\x00\x18ftypheic" + bytes(40)

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from controlgic_cli.api import Codec
-from controlgic_cli.container import FORMAT_VERSION, FORMAT_VERSION_RANK_CODED, parse_file
-from controlgic_cli.errors import ModelError
-from controlgic_cli.index_coding import (
+from controlgic_cli.coding.container import FORMAT_VERSION, FORMAT_VERSION_RANK_CODED, parse_file
+from controlgic_cli.coding.index_coding import (
     LEVELS,
     MAX_RANK_CODEBOOK,
     PREDICTOR_NEIGHBOURS,
@@ -19,6 +18,7 @@ from controlgic_cli.index_coding import (
     UsageCoding,
     predictor_positions,
 )
+from controlgic_cli.errors import ModelError
 from controlgic_cli.model.weights import load_weights
 
 from .conftest import synthetic_photo

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controlgic_cli.container import FORMAT_VERSION_RANK_CODED, mask_section_size_range
+from controlgic_cli.coding.container import FORMAT_VERSION_RANK_CODED, mask_section_size_range
+from controlgic_cli.coding.mask_coding import BitMasks, GroupedMasks
 from controlgic_cli.errors import FormatError
-from controlgic_cli.mask_coding import BitMasks, GroupedMasks
 
 
 def random_masks(rng: np.random.Generator, h16: int, w16: int) -> tuple[np.ndarray, np.ndarray]:

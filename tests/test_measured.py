@@ -1,4 +1,4 @@
-"""The measured planner: patch scores from decoding errors (controlgic_cli.measured)."""
+"""The measured planner: patch scores from decoding errors (controlgic_cli.planning.measured)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from controlgic_cli.api import Codec, pad_to_block
 from controlgic_cli.cli import main
 from controlgic_cli.errors import OptionsError
 from controlgic_cli.inference import TiledNetwork
-from controlgic_cli.measured import (
+from controlgic_cli.planning.measured import (
     CONTRAST_RADIUS,
     FEATURE_WEIGHTS,
     TEXTURE_WEIGHT,
@@ -23,8 +23,8 @@ from controlgic_cli.measured import (
     measured_scores,
     release_scores,
 )
-from controlgic_cli.planner import token_targets
-from controlgic_cli.ratios import ratios_to_ppm
+from controlgic_cli.planning.planner import token_targets
+from controlgic_cli.planning.ratios import ratios_to_ppm
 from controlgic_cli.tiling import TileSpec
 
 from .conftest import synthetic_photo
@@ -150,7 +150,7 @@ def test_bands_of_rows_give_the_scores_of_the_whole_image(codec, monkeypatch):
     rgb = pad_to_block(synthetic_photo(72, 40, seed=6))
     indices = codec.network.encode_indices(rgb)
     whole = measured_scores(codec.network, rgb, indices)
-    monkeypatch.setattr("controlgic_cli.measured.BAND_ROWS", 16)
+    monkeypatch.setattr("controlgic_cli.planning.measured.BAND_ROWS", 16)
     banded = measured_scores(codec.network, rgb, indices)
     np.testing.assert_allclose(banded.coarse, whole.coarse, rtol=1e-5, atol=1e-2)
     np.testing.assert_allclose(banded.medium, whole.medium, rtol=1e-5, atol=1e-2)
@@ -164,7 +164,7 @@ def test_planner_tiles_change_speed_not_scores_and_smaller_codec_tiles_are_kept(
     with_tiles = TiledNetwork.with_tiles
     monkeypatch.setattr(TiledNetwork, "with_tiles", lambda self, tiles: used.append(tiles) or with_tiles(self, tiles))
     # Two tiles whose margins cover the decoder's whole reach: the scores of the untiled image.
-    monkeypatch.setattr("controlgic_cli.measured.PLANNER_TILES", TileSpec(core=64, margin=192))
+    monkeypatch.setattr("controlgic_cli.planning.measured.PLANNER_TILES", TileSpec(core=64, margin=192))
     tiled = measured_scores(codec.network, rgb, indices)
     np.testing.assert_allclose(tiled.coarse, whole.coarse, rtol=1e-4, atol=1e-2)
     np.testing.assert_allclose(tiled.medium, whole.medium, rtol=1e-4, atol=1e-2)
@@ -173,7 +173,7 @@ def test_planner_tiles_change_speed_not_scores_and_smaller_codec_tiles_are_kept(
     own = TileSpec(core=48, margin=16)
     kept = measured_scores(TiledNetwork(codec.network.network, codec.network.device, own), rgb, indices)
     assert used == [TileSpec(core=64, margin=192)]
-    monkeypatch.setattr("controlgic_cli.measured.PLANNER_TILES", own)
+    monkeypatch.setattr("controlgic_cli.planning.measured.PLANNER_TILES", own)
     on_own_tiles = measured_scores(codec.network, rgb, indices)
     assert used[-1] == own
     np.testing.assert_array_equal(kept.coarse, on_own_tiles.coarse)
@@ -182,7 +182,7 @@ def test_planner_tiles_change_speed_not_scores_and_smaller_codec_tiles_are_kept(
 
 
 def test_progress_counts_every_tile_of_the_three_decodes_and_the_feature_pass(codec, monkeypatch):
-    monkeypatch.setattr("controlgic_cli.measured.PLANNER_TILES", TileSpec(core=32, margin=32))
+    monkeypatch.setattr("controlgic_cli.planning.measured.PLANNER_TILES", TileSpec(core=32, margin=32))
     calls = []
     codec.analyse(synthetic_photo(48, 64, seed=3), on_progress=lambda done, total: calls.append((done, total)))
     assert calls == [(done, 4 * 4) for done in range(1, 17)]  # 2 x 2 tiles of 32 px, four passes each

@@ -12,10 +12,10 @@ from PIL import Image
 
 from controlgic_cli.api import Codec
 from controlgic_cli.cli import main
-from controlgic_cli.container import FORMAT_VERSION, FORMAT_VERSION_METADATA, ImageMetadata, parse_file
+from controlgic_cli.coding.container import FORMAT_VERSION, FORMAT_VERSION_METADATA, ImageMetadata, parse_file
 from controlgic_cli.errors import OptionsError
-from controlgic_cli.image_io import encode_image_file, load_image
-from controlgic_cli.metadata import parse_metadata_kinds
+from controlgic_cli.io.image_io import encode_image_file, load_image
+from controlgic_cli.io.metadata import parse_metadata_kinds
 
 from .colour_profiles import matrix_profile
 from .conftest import synthetic_photo

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from controlgic_cli.api import Codec
-from controlgic_cli.container import FORMAT_VERSION_GROUPED, parse_file, read_header
+from controlgic_cli.coding.container import FORMAT_VERSION_GROUPED, parse_file, read_header
+from controlgic_cli.coding.index_coding import GroupUsageCoding
 from controlgic_cli.errors import FormatError, ModelError, OptionsError
-from controlgic_cli.index_coding import GroupUsageCoding
 from controlgic_cli.model.fsq import GroupedFSQ
 from controlgic_cli.model.latent_network import LatentControlGIC, LatentModelConfig
 from controlgic_cli.model.taef2 import taef2_decoder, taef2_encoder

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from controlgic_cli.errors import OptionsError
-from controlgic_cli.planner import (
+from controlgic_cli.planning.planner import (
     ENTROPY_BINS,
     ENTROPY_SIGMA,
     PatchScores,
     patch_entropy,
     plan_from_scores,
 )
-from controlgic_cli.ratios import ratios_to_ppm
+from controlgic_cli.planning.ratios import ratios_to_ppm
 
 from .conftest import entropy_plan, synthetic_photo
 

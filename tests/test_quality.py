@@ -12,12 +12,12 @@ from PIL import Image
 
 from controlgic_cli.api import Codec
 from controlgic_cli.cli import main
-from controlgic_cli.container import parse_file
+from controlgic_cli.coding.container import parse_file
 from controlgic_cli.errors import ModelError, OptionsError
+from controlgic_cli.eval.quality_calibration import build_scale
 from controlgic_cli.model.weights import default_weights_path, load_weights
-from controlgic_cli.quality import ANCHORS, PlannerScale, QualityScale, load_scale, scale_path
-from controlgic_cli.quality_calibration import build_scale
-from controlgic_cli.rate import choose_dataset
+from controlgic_cli.planning.quality import ANCHORS, PlannerScale, QualityScale, load_scale, scale_path
+from controlgic_cli.planning.rate import choose_dataset
 
 from .conftest import synthetic_photo
 

@@ -8,8 +8,8 @@ import pytest
 from controlgic_cli.api import Codec
 from controlgic_cli.errors import OptionsError
 from controlgic_cli.metrics.distortion import psnr
-from controlgic_cli.planner import plan_from_scores
-from controlgic_cli.rate import (
+from controlgic_cli.planning.planner import plan_from_scores
+from controlgic_cli.planning.rate import (
     QUALITY_SIZE_TOLERANCE,
     choose_dataset,
     choose_for_bpp,
@@ -17,7 +17,7 @@ from controlgic_cli.rate import (
     choose_for_size,
     dataset_steps,
 )
-from controlgic_cli.ratios import ratios_to_ppm
+from controlgic_cli.planning.ratios import ratios_to_ppm
 
 from .conftest import synthetic_photo
 

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlgic_cli.errors import OptionsError
-from controlgic_cli.ratios import ppm_to_ratios, ratios_to_ppm, validate_ratios
+from controlgic_cli.planning.ratios import ppm_to_ratios, ratios_to_ppm, validate_ratios
 
 FUZZ = settings(max_examples=200, deadline=None)
 

@@ -15,7 +15,7 @@ from controlgic_cli.cli import main
 from controlgic_cli.errors import OptionsError
 from controlgic_cli.metrics.distortion import psnr
 from controlgic_cli.model.config import STRIDES
-from controlgic_cli.refine import RefineSettings, uniform_masks
+from controlgic_cli.planning.refine import RefineSettings, uniform_masks
 from controlgic_cli.tiling import TileSpec
 
 from .conftest import synthetic_photo
@@ -146,7 +146,7 @@ def test_the_search_reports_its_progress_per_tile_and_granularity(tiny_weights):
 def test_a_single_file_batch_passes_the_progress_callback_through(tmp_path, tiny_weights):
     import dataclasses
 
-    from controlgic_cli.batch import EncodeSettings, FileTask, encode_files
+    from controlgic_cli.batch.core import EncodeSettings, FileTask, encode_files
 
     Image.fromarray(synthetic_photo(32, 48)).save(tmp_path / "in.png")
     calls = []

@@ -16,7 +16,7 @@ from PIL import Image
 from controlgic_cli.api import Codec
 from controlgic_cli.metrics.distortion import psnr
 from controlgic_cli.model.weights import load_weights
-from controlgic_cli.ratios import ratios_to_ppm
+from controlgic_cli.planning.ratios import ratios_to_ppm
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "docs" / "sample.png"

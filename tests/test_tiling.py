@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controlgic_cli.api import Codec
-from controlgic_cli.container import COLOUR_RGB, CgicHeader, CgicSections, pack_file
-from controlgic_cli.entropy_coder import pack_masks
+from controlgic_cli.coding.container import COLOUR_RGB, CgicHeader, CgicSections, pack_file
+from controlgic_cli.coding.entropy_coder import pack_masks
 from controlgic_cli.errors import ImageError
-from controlgic_cli.image_io import MAX_PIXELS
+from controlgic_cli.io.image_io import MAX_PIXELS
 from controlgic_cli.model import ControlGIC, MaskSet, ModelConfig
 from controlgic_cli.tiling import DEFAULT_TILES, TileSpec, plan_tiles, split_axis
 

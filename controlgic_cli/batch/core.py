@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .errors import CgicError, Interrupted
-from .fileio import STDIO, check_target, clear_stop, read_source, request_stop, stop_requested, write_target
-from .image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format, resize_source
-from .rate import RateChoice, RateSummary, choose_dataset
-from .ratios import DEFAULT_RATIOS, ratios_to_ppm
-from .ratios import NAMES as GRANULARITY_NAMES
-from .tunes import DEFAULT_PLANNER
+from ..errors import CgicError, Interrupted
+from ..io.fileio import STDIO, check_target, clear_stop, read_source, request_stop, stop_requested, write_target
+from ..io.image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format, resize_source
+from ..planning.rate import RateChoice, RateSummary, choose_dataset
+from ..planning.ratios import DEFAULT_RATIOS, ratios_to_ppm
+from ..planning.ratios import NAMES as GRANULARITY_NAMES
+from ..planning.tunes import DEFAULT_PLANNER
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class FileSummary:
 
 
 def _codec(settings: EncodeSettings):
-    from .api import get_codec
+    from ..api import get_codec
 
     if settings.torch_threads is not None:
         import torch
@@ -310,7 +310,7 @@ def default_jobs() -> int:
 
 def default_batch(device: str = "auto") -> int:
     """Images per network pass: 1 on a CPU (batches measured no faster there, docs/scaling.md), 8 on CUDA."""
-    from .api import resolve_device
+    from ..api import resolve_device
 
     return 8 if resolve_device(device).type == "cuda" else 1
 

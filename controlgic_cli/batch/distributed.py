@@ -1,4 +1,4 @@
-"""The Dask engine: the per-file functions of batch.py, run on a Dask cluster.
+"""The Dask engine: the per-file functions of core.py, run on a Dask cluster.
 
 Why Dask and not Ray: docs/scaling.md. Dask is an optional extra
 (`pip install "cgic[dask]"`); nothing else imports this module.
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Iterator
 from dataclasses import replace
 
-from .batch import EncodeSettings, FileOutcome, FileTask, chunks, encode_files, summarise_files, write_dataset
-from .errors import OptionsError
+from ..errors import OptionsError
+from .core import EncodeSettings, FileOutcome, FileTask, chunks, encode_files, summarise_files, write_dataset
 
 
 def _dask():

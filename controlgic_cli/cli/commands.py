@@ -17,10 +17,25 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .alpha_coding import unpack_alpha
-from .batch import decode_file, default_jobs, run_ordered
-from .cli_options import (
+from .. import __version__
+from ..batch.core import decode_file, default_jobs, run_ordered
+from ..coding.alpha_coding import unpack_alpha
+from ..coding.container import (
+    COLOUR_GREY,
+    COLOUR_GREY_ALPHA,
+    COLOUR_RGB,
+    COLOUR_RGB_ALPHA,
+    COLOUR_RGB_ALPHA_DROPPED,
+    parse_file,
+)
+from ..coding.mask_coding import unpack_file_masks
+from ..errors import CgicError, OptionsError
+from ..io.fileio import STDIO, read_source
+from ..io.image_io import IMAGE_SUFFIXES, output_format
+from ..planning.ratios import ppm_to_ratios
+from ..planning.tunes import DEFAULT_PLANNER, PLANNERS, TUNES
+from .file_plan import FilePlan, plan_tasks
+from .options import (
     CropType,
     FiniteFloatRange,
     MetadataType,
@@ -30,7 +45,7 @@ from .cli_options import (
     model_options,
     skip_existing_option,
 )
-from .cli_output import (
+from .output import (
     EXIT_INTERRUPTED,
     Reporter,
     command_reporter,
@@ -40,21 +55,6 @@ from .cli_output import (
     report_outcomes,
     stops_cleanly_on_ctrl_c,
 )
-from .container import (
-    COLOUR_GREY,
-    COLOUR_GREY_ALPHA,
-    COLOUR_RGB,
-    COLOUR_RGB_ALPHA,
-    COLOUR_RGB_ALPHA_DROPPED,
-    parse_file,
-)
-from .errors import CgicError, OptionsError
-from .file_plan import FilePlan, plan_tasks
-from .fileio import STDIO, read_source
-from .image_io import IMAGE_SUFFIXES, output_format
-from .mask_coding import unpack_file_masks
-from .ratios import ppm_to_ratios
-from .tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 
 COLOUR_NAMES = {
     COLOUR_GREY: "grey",
@@ -146,7 +146,7 @@ def _check_manifest(manifest: str, tasks) -> None:
 
 
 def _load_codec(weights: str | None, device: str, reporter: Reporter):
-    from .api import get_codec
+    from ..api import get_codec
 
     try:
         return get_codec(weights, device)
@@ -310,7 +310,7 @@ def encode(
     as_json,
 ):
     """Encode images (files, directories or '-' for stdin) to .cgic."""
-    from .batch import EncodeSettings, default_batch, default_jobs
+    from ..batch.core import EncodeSettings, default_batch, default_jobs
 
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
@@ -360,11 +360,11 @@ def encode(
         batch = batch or default_batch(device)
         with stops_cleanly_on_ctrl_c():
             if engine == "dask":
-                from .distributed import encode_dask
+                from ..batch.distributed import encode_dask
 
                 outcomes = encode_dask(tasks, settings, address, jobs, dataset_target, batch)
             else:
-                from .batch import encode_local
+                from ..batch.core import encode_local
 
                 _load_codec(weights, device, reporter)  # a bad weights file fails once, before any file
                 outcomes = encode_local(tasks, settings, jobs, dataset_target, batch)
@@ -424,7 +424,7 @@ def decode(
         reporter.warn(note)
     with stops_cleanly_on_ctrl_c():
         if weights is None:
-            from .api import FileDecoder
+            from ..api import FileDecoder
 
             # Each file decodes with the shipped model that wrote it; the default loads first, so a broken
             # installation fails once, before any file.
@@ -528,7 +528,7 @@ def info(inputs, as_json, verbose) -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def evaluate(folder, out_dir, codecs, targets, metric_weights, weights, limit, gallery_images, quiet, verbose) -> None:
     """Rate-distortion evaluation of cgic and classic codecs at equal bitrates."""
-    from .evaluate import available_codecs, evaluate_folder
+    from ..eval.evaluate import available_codecs, evaluate_folder
 
     chosen = list(dict.fromkeys(c.strip() for c in codecs.split(",") if c.strip()))  # each once, in order
     if not chosen:

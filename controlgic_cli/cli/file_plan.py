@@ -21,9 +21,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
-from .batch import FileTask
-from .errors import OptionsError
-from .fileio import STDIO, folder_files
+from ..batch.core import FileTask
+from ..errors import OptionsError
+from ..io.fileio import STDIO, folder_files
 
 
 @dataclass

@@ -7,9 +7,9 @@ import math
 
 import click
 
-from .errors import OptionsError
-from .metadata import parse_metadata_kinds
-from .ratios import validate_ratios
+from ..errors import OptionsError
+from ..io.metadata import parse_metadata_kinds
+from ..planning.ratios import validate_ratios
 
 
 class RatiosType(click.ParamType):

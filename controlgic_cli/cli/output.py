@@ -14,7 +14,7 @@ import warnings
 
 import click
 
-from .fileio import clear_stop, request_stop, stop_requested
+from ..io.fileio import clear_stop, request_stop, stop_requested
 
 # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130

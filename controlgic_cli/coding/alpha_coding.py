@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 from PIL import Image, features
 
-from .errors import FormatError, ImageError
+from ..errors import FormatError, ImageError
 
 METHOD_WEBP_LOSSLESS = 0
 MAX_TILE = 16383  # WebP's largest width and height

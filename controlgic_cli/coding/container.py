@@ -24,8 +24,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from .errors import FormatError, OptionsError
-from .ratios import ratios_ppm_problem
+from ..errors import FormatError, OptionsError
+from ..planning.ratios import ratios_ppm_problem
 
 MAGIC = b"CGIC"
 FORMAT_VERSION = 1

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import dahuffman
 import numpy as np
 
-from .errors import FormatError, OptionsError
+from ..errors import FormatError, OptionsError
 
 
 def huffman_code_lengths(counts: Sequence[int]) -> list[int]:

@@ -38,8 +38,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import FormatError, ModelError
 from .entropy_coder import IndexCoder
-from .errors import FormatError, ModelError
 
 LEVELS = ("fine", "medium", "coarse")
 

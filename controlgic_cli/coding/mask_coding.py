@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import FormatError, OptionsError
 from .entropy_coder import IndexCoder, pack_masks, unpack_masks
-from .errors import FormatError, OptionsError
 from .index_coding import constant_pieces, interval_totals
 
 # Part of the format (docs/format.md §12.3): the symbols of the planner's masks over the 804

@@ -5,7 +5,7 @@ and decode wall time (PNG file in -> .cgic bytes -> decoded PNG bytes, model
 already loaded), bits per transmitted index against the empirical entropy of
 those indices, and the process's peak resident memory.
 
-    python -m controlgic_cli.bench KODAK_DIR --json-out docs/bench-kodak.json
+    python -m controlgic_cli.eval.bench KODAK_DIR --json-out docs/bench-kodak.json
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import click
 import numpy as np
 import torch
 
-from .api import Codec
-from .container import parse_file
-from .entropy_coder import empirical_entropy_bits
-from .image_io import encode_image_file, list_image_files, load_image
-from .metrics.distortion import psnr
-from .ratios import ratios_to_ppm
+from ..api import Codec
+from ..coding.container import parse_file
+from ..coding.entropy_coder import empirical_entropy_bits
+from ..io.image_io import encode_image_file, list_image_files, load_image
+from ..metrics.distortion import psnr
+from ..planning.ratios import ratios_to_ppm
 
 PRESETS = ((0.0, 0.5, 0.5), (0.0, 0.8, 0.2), (0.1, 0.8, 0.1), (0.3, 0.6, 0.1), (0.5, 0.4, 0.1), (0.9, 0.1, 0.0))
 GRANULARITIES = ("fine", "medium", "coarse")

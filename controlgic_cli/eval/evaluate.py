@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image, features
 from tqdm import tqdm
 
-from .api import Codec
-from .errors import CgicError
-from .image_io import list_image_files, load_image
-from .metrics.suite import MetricSuite
+from ..api import Codec
+from ..errors import CgicError
+from ..io.image_io import list_image_files, load_image
+from ..metrics.suite import MetricSuite
 
 CLASSIC_CODECS = {
     # name: (Pillow format, fixed save options); quality is searched.

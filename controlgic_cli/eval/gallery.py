@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .api import Codec, pad_to_block
+from ..api import Codec, pad_to_block
+from ..io.image_io import load_image
+from ..planning.planner import patch_entropy
 from .evaluate import classic_at_bpp
-from .image_io import load_image
-from .planner import patch_entropy
 
 LABEL_HEIGHT = 18
 

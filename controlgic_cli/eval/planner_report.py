@@ -1,6 +1,6 @@
 """The planners compared on a folder of images at equal bpp (docs/rate-control.md, "Measured planner").
 
-    python -m controlgic_cli.planner_report KODAK_DIR --metric-weights METRIC_WEIGHTS_DIR \
+    python -m controlgic_cli.eval.planner_report KODAK_DIR --metric-weights METRIC_WEIGHTS_DIR \
         --json-out docs/planner-kodak.json
 
 For every image and target bpp, each planner's file from rate control (real
@@ -18,13 +18,13 @@ import click
 import numpy as np
 import torch
 
-from .api import Codec, pad_to_block
+from ..api import Codec, pad_to_block
+from ..io.image_io import list_image_files, load_image
+from ..metrics.suite import MetricSuite
+from ..planning.measured import measured_scores
+from ..planning.ratios import DEFAULT_RATIOS, ratios_to_ppm
+from ..planning.tunes import PLANNERS
 from .bench import write_report
-from .image_io import list_image_files, load_image
-from .measured import measured_scores
-from .metrics.suite import MetricSuite
-from .ratios import DEFAULT_RATIOS, ratios_to_ppm
-from .tunes import PLANNERS
 
 TARGETS = (0.1, 0.2, 0.3, 0.39)
 METRICS = ("psnr", "lpips", "dists")

@@ -1,6 +1,6 @@
 """Make the quality scale of a model (quality.py) from a folder of photos: the Kodak images for shipped weights.
 
-    python -m controlgic_cli.quality_calibration KODAK_DIR -o weights/cgic-base.quality.json
+    python -m controlgic_cli.eval.quality_calibration KODAK_DIR -o weights/cgic-base.quality.json
 
 For each planner, every image is analysed once and its rate path computed;
 the threshold of each anchor level is then the shared threshold of a
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import Codec
-from .image_io import list_image_files
-from .quality import ANCHORS, PlannerScale, QualityScale
-from .rate import RateSummary, choose_dataset
-from .tunes import PLANNERS
+from ..api import Codec
+from ..io.image_io import list_image_files
+from ..planning.quality import ANCHORS, PlannerScale, QualityScale
+from ..planning.rate import RateSummary, choose_dataset
+from ..planning.tunes import PLANNERS
 
 # The interpolation unit of each planner's scores (quality.PlannerScale): about the smallest
 # threshold the levels use, so asinh is logarithmic over the levels and linear near 0.
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     images = list_image_files(args.folder)
     if not images:
         parser.error(f"no images in {args.folder}")
-    command = "python -m controlgic_cli.quality_calibration " + " ".join(argv if argv is not None else sys.argv[1:])
+    arguments = argv if argv is not None else sys.argv[1:]
+    command = "python -m controlgic_cli.eval.quality_calibration " + " ".join(arguments)
     scale = build_scale(Codec(args.weights, device="cpu"), images, command)
     args.output.write_text(scale.to_json(), encoding="utf-8")
     for name, planner in scale.planners.items():

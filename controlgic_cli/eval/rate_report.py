@@ -1,6 +1,6 @@
 """Rate-control measurements on a folder of images (docs/rate-control.md).
 
-    python -m controlgic_cli.rate_report KODAK_DIR --metric-weights METRIC_WEIGHTS_DIR \
+    python -m controlgic_cli.eval.rate_report KODAK_DIR --metric-weights METRIC_WEIGHTS_DIR \
         --json-out docs/rate-kodak.json
 
 1. Accuracy: for each target bpp, the achieved bpp of every image (real files).
@@ -17,12 +17,12 @@ import click
 import numpy as np
 import torch
 
-from .api import Codec
+from ..api import Codec
+from ..io.image_io import list_image_files, load_image
+from ..metrics.suite import MetricSuite
+from ..planning.rate import choose_for_bpp
+from ..planning.ratios import ratios_to_ppm
 from .bench import write_report
-from .image_io import list_image_files, load_image
-from .metrics.suite import MetricSuite
-from .rate import choose_for_bpp
-from .ratios import ratios_to_ppm
 
 TARGETS = (0.1, 0.2, 0.39, 0.6)
 TABLE2_RATIOS = ((0.301, 0.599, 0.1), (0.302, 0.598, 0.1), (0.303, 0.597, 0.1), (0.304, 0.596, 0.1))

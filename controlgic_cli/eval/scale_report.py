@@ -1,6 +1,6 @@
 """Batch throughput measurements (docs/scaling.md).
 
-    python -m controlgic_cli.scale_report KODAK_DIR --json-out docs/scaling-kodak.json
+    python -m controlgic_cli.eval.scale_report KODAK_DIR --json-out docs/scaling-kodak.json
 
 Runs the real CLI in fresh processes on a folder: the one-image-at-a-time
 loop (--jobs 1), the pipeline at several --jobs, and a local Dask cluster of
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..io.image_io import list_image_files
 from .bench import cpu_description, write_report
-from .image_io import list_image_files
 
 SETTINGS = {
     "loop (--jobs 1)": ["--jobs", "1"],

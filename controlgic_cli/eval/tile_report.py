@@ -1,6 +1,6 @@
 """Tiled inference measurements (docs/robustness.md, "Large images").
 
-    python -m controlgic_cli.tile_report KODAK_DIR --json-out docs/tiles-kodak.json
+    python -m controlgic_cli.eval.tile_report KODAK_DIR --json-out docs/tiles-kodak.json
 
 1. Seam error: each image is coded with small tiles (core 256 px, so a
    768x512 photo has six tiles and seams through its middle) at several
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .api import Codec
+from ..api import Codec
+from ..io.image_io import list_image_files, load_image
+from ..metrics.distortion import psnr
+from ..tiling import DEFAULT_TILES, TileSpec
 from .bench import cpu_description, write_report
-from .image_io import list_image_files, load_image
-from .metrics.distortion import psnr
-from .tiling import DEFAULT_TILES, TileSpec
 
 SEAM_CORE = 256
 MARGINS = (0, 32, 64, 128, 192)

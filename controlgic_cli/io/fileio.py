@@ -20,7 +20,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import Interrupted
+from ..errors import Interrupted
 
 STDIO = "-"
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .container import (
+from ..coding.container import (
     COLOUR_GREY,
     COLOUR_GREY_ALPHA,
     COLOUR_RGB,
@@ -49,7 +49,7 @@ from .container import (
     MAX_DIMENSION,
     ImageMetadata,
 )
-from .errors import ImageError
+from ..errors import ImageError
 from .fileio import folder_files
 from .metadata import METADATA_KINDS, read_metadata, save_options
 

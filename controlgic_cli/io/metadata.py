@@ -19,8 +19,8 @@ import re
 
 from PIL import Image, PngImagePlugin
 
-from .container import METADATA_RECORD_TYPES, ImageMetadata
-from .errors import OptionsError
+from ..coding.container import METADATA_RECORD_TYPES, ImageMetadata
+from ..errors import OptionsError
 
 METADATA_KINDS = tuple(METADATA_RECORD_TYPES)  # ("icc", "exif", "xmp")
 _EXIF_PREFIX = b"Exif\x00\x00"  # JPEG's APP1 marker text, which Pillow keeps and PNG's eXIf chunk lacks

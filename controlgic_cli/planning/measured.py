@@ -37,9 +37,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .inference import TiledNetwork
+from ..inference import TiledNetwork
+from ..tiling import TileSpec, plan_tiles
 from .planner import PatchScores
-from .tiling import TileSpec, plan_tiles
 
 # Weight of the local-contrast difference against squared error (sum over RGB,
 # 0-255). 190-200 balances the two terms' coarse-to-fine falls on Kodak (their

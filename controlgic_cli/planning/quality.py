@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelError, OptionsError
+from ..errors import ModelError, OptionsError
 
 ANCHORS = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 SCALE_SUFFIX = ".quality.json"
@@ -129,7 +129,7 @@ def load_scale(weights_path: Path, model_id: str) -> QualityScale:
     except FileNotFoundError:
         raise ModelError(
             f"--quality needs a quality scale for model {model_id} ({path.name} beside the weights); "
-            "make one with python -m controlgic_cli.quality_calibration, or use --target-bpp"
+            "make one with python -m controlgic_cli.eval.quality_calibration, or use --target-bpp"
         ) from None
     except OSError as exc:
         raise ModelError(f"cannot read quality scale {path}: {exc.strerror or exc}") from None

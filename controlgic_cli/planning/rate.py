@@ -40,9 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .container import HEADER_SIZE
-from .index_coding import UsageCoding
-from .mask_coding import BitMasks
+from ..coding.container import HEADER_SIZE
+from ..coding.index_coding import UsageCoding
+from ..coding.mask_coding import BitMasks
 from .planner import GranularityPlan, PatchScores
 from .ratios import PPM
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import OptionsError
+from ..errors import OptionsError
 
 PPM = 1_000_000
 RATIO_SUM_TOLERANCE = 1e-6

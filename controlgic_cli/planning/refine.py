@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .model import ControlGIC, MaskSet
-from .model.config import STRIDES
-from .tiling import TileSpec, plan_tiles
+from ..model import ControlGIC, MaskSet
+from ..model.config import STRIDES
+from ..tiling import TileSpec, plan_tiles
 
 
 @dataclass(frozen=True)

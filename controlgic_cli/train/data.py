@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..image_io import list_image_files
+from ..io.image_io import list_image_files
 
 
 def list_images(folder: str | Path) -> list[Path]:

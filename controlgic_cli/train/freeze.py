@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..coding.index_coding import MAX_RANK_CODEBOOK, NeighbourRankCoding
 from ..errors import ModelError
-from ..index_coding import MAX_RANK_CODEBOOK, NeighbourRankCoding
 from ..model import ControlGIC, ModelConfig
 from ..model.weights import GRANULARITIES, RANK_USAGE_KEY, load_weights, save_weights
-from ..planner import patch_entropy, plan_from_scores
-from ..ratios import ratios_to_ppm
+from ..planning.planner import patch_entropy, plan_from_scores
+from ..planning.ratios import ratios_to_ppm
 from .data import list_images, load_rgb
 
 # Counting at the presets users start from weights each granularity by how

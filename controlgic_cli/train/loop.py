@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..model import ControlGIC, MaskSet
 from ..model.weights import load_weights
-from ..ratios import PPM
+from ..planning.ratios import PPM
 from .config import TrainConfig
 from .data import CropSampler, centre_crops, list_images, split_train_validation
 from .grow import grow_checkpoint

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..fileio import write_atomic
+from ..io.fileio import write_atomic
 from .data import list_images
 
 DEFAULT_MAX_BYTES = 48_000_000

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from ..metrics.dists import DISTS, DISTS_WEIGHTS_FILENAME
 from ..metrics.lpips import LPIPS
 from ..model import ControlGIC, MaskSet
-from ..planner import patch_entropy, plan_from_scores
-from ..ratios import ratios_to_ppm
+from ..planning.planner import patch_entropy, plan_from_scores
+from ..planning.ratios import ratios_to_ppm
 
 
 def masks_for_batch(batch_u8: np.ndarray, ratios_ppm: list[tuple[int, int, int]]) -> MaskSet:
