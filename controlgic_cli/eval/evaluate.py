@@ -30,15 +30,9 @@ from ..api import Codec
 from ..errors import CgicError
 from ..io.image_io import list_image_files, load_image
 from ..metrics.suite import MetricSuite
+from .classic import CLASSIC_CODECS, classic_at_bpp, encode_classic, jxl_available
+from .gallery import gallery_strip
 
-CLASSIC_CODECS = {
-    # name: (Pillow format, fixed save options); quality is searched.
-    "jpeg": ("JPEG", {}),
-    "webp": ("WEBP", {"method": 4}),
-    "avif": ("AVIF", {"speed": 6}),
-    # JPEG XL through pillow-jxl-plugin (pip install "cgic[eval]"), when installed.
-    "jxl": ("JXL", {"effort": 7}),
-}
 # cgic at each --tune, under its own codec name.
 CGIC_TUNES = {"cgic": "perceptual", "cgic-psnr": "psnr"}
 ALL_CODECS = (*CGIC_TUNES, "jpeg", "webp", "avif", "jxl")
@@ -67,45 +61,9 @@ class Row:
         return self.image, self.codec, f"{self.target_bpp:g}"
 
 
-def _jxl_available() -> bool:
-    try:
-        import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
-    except ImportError:
-        return False
-    return True
-
-
 def available_codecs() -> list[str]:
-    checks = {"AVIF": lambda: bool(features.check("avif")), "JXL": _jxl_available}
+    checks = {"AVIF": lambda: bool(features.check("avif")), "JXL": jxl_available}
     return [*CGIC_TUNES] + [name for name, (fmt, _) in CLASSIC_CODECS.items() if checks.get(fmt, lambda: True)()]
-
-
-def encode_classic(rgb: np.ndarray, codec: str, quality: int) -> bytes:
-    fmt, options = CLASSIC_CODECS[codec]
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format=fmt, quality=quality, **options)
-    return buffer.getvalue()
-
-
-def classic_at_bpp(rgb: np.ndarray, codec: str, target_bpp: float) -> tuple[bytes, int]:
-    """The quality (0-100) whose file is nearest the target bpp; bisection, as size grows with quality."""
-    pixels = rgb.shape[0] * rgb.shape[1]
-    cache: dict[int, bytes] = {}
-
-    def size_bpp(quality: int) -> float:
-        if quality not in cache:
-            cache[quality] = encode_classic(rgb, codec, quality)
-        return 8 * len(cache[quality]) / pixels
-
-    low, high = 0, 100
-    while high - low > 1:
-        middle = (low + high) // 2
-        if size_bpp(middle) <= target_bpp:
-            low = middle
-        else:
-            high = middle
-    best = min((low, high), key=lambda q: abs(size_bpp(q) - target_bpp))
-    return cache[best], best
 
 
 def read_rows(path: Path) -> list[Row]:
@@ -234,8 +192,6 @@ def evaluate_folder(
     write_summaries(out_dir, rows, targets)
     plot_curves(out_dir, rows, targets, progress)
     if gallery_images and "cgic" in codecs:
-        from .gallery import gallery_strip
-
         classic = [name for name in codecs if name not in CGIC_TUNES]
         for path in files[:gallery_images]:
             for target in targets:

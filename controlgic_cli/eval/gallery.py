@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from ..api import Codec, pad_to_block
 from ..io.image_io import load_image
 from ..planning.planner import patch_entropy
-from .evaluate import classic_at_bpp
+from .classic import classic_at_bpp
 
 LABEL_HEIGHT = 18
 
