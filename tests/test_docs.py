@@ -102,6 +102,36 @@ def test_api_examples_compile_and_import_what_exists():
                 assert hasattr(importlib.import_module(module), name.strip()), f"block {number + 1}: {module}.{name}"
 
 
+def test_module_paths_named_in_the_api_docs_exist():
+    """docs/api.md's prose names some functions by module path (controlgic_cli.io.fileio.write_atomic): each one
+    imports."""
+    import importlib
+
+    text = (REPO / "docs" / "api.md").read_text()
+    paths = set(re.findall(r"`(controlgic_cli(?:\.\w+)+)", text))
+    assert paths
+    for path in paths:
+        parts = path.split(".")
+        for split in range(len(parts), 0, -1):
+            try:
+                found = importlib.import_module(".".join(parts[:split]))
+            except ModuleNotFoundError:
+                continue
+            for name in parts[split:]:
+                found = getattr(found, name, None)
+            assert found is not None, f"docs/api.md names {path}, which does not exist"
+            break
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists the packages (the weights folder is mapped in by name), so a new folder of
+    controlgic_cli/ must be added there: an editable install finds it anyway, a wheel would lack it."""
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(init.parent.relative_to(REPO).parts) for init in (REPO / "controlgic_cli").rglob("__init__.py")}
+    assert on_disk - listed == set(), "packages missing from pyproject.toml's [tool.setuptools] packages"
+
+
 @pytest.mark.slow
 def test_api_examples_run(tmp_path, monkeypatch, shipped_weights):
     """Every python block of docs/api.md, in order, in one namespace, with the shipped model."""
