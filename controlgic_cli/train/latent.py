@@ -279,7 +279,12 @@ def run(
     step, rng = 0, np.random.default_rng(seed)
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
-        model.load_state_dict(state["model"])
+        # Layers added since the checkpoint (zero-initialised, so the network computes the same) start fresh.
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not name.endswith("skip.weight") and not name.endswith("skip.bias") for name in missing):
+            raise click.ClickException(f"checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if missing:
+            click.echo(f"new zero-initialised layers: {', '.join(missing)}")
         step = state["step"]
         if state["stage"] == stage:
             rng.bit_generator.state = state["rng"]
