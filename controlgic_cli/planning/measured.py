@@ -28,6 +28,11 @@ The cost is three decoder passes and three passes through the encoder's first
 two levels per image at encode time (the source's come from its encoding pass
 when the image is one tile; else a fourth); decoding a file is unchanged, and
 the scores are an encoder choice that files do not record.
+
+Model v2 (format version 5) is measured in its backbone's latent instead
+(latent_scores): each 8x8 cell's distortion is the squared distance of the
+latent rebuilt from all-coarse, all-medium or all-fine tokens from the
+source's latent, so no decoder pass is needed.
 """
 
 from __future__ import annotations
