@@ -1,10 +1,11 @@
 """cgic: Control-GIC learned generative image codec.
 
-Public API: encode, decode, read_info, Codec, and the errors. The network
+Public API: encode, decode, read_info, Codec, EncodeOptions, and the errors. The network
 (and torch) is imported on first use, so reading headers stays instant.
 """
 
 from .errors import CgicError, FormatError, ImageError, ModelError, OptionsError
+from .options import EncodeOptions
 from .pillow_plugin import register as _register_pillow_plugin
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_RATIOS",
     "CgicError",
     "Codec",
+    "EncodeOptions",
     "EncodeResult",
     "EncodeStats",
     "FormatError",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import numbers
 import os
 import threading
@@ -40,26 +39,26 @@ from .coding.mask_coding import MASK_CODINGS, unpack_file_masks
 from .determinism import without_tf32
 from .errors import ModelError, OptionsError
 from .inference import NetworkPass, TiledNetwork
-from .io.image_io import ImageSource, SourceImage, check_codable_size, check_pixel_count, load_image, to_pil
+from .io.image_io import (
+    ImageSource,
+    SourceImage,
+    check_codable_size,
+    check_pixel_count,
+    load_image,
+    resize_source,
+    to_pil,
+)
 from .io.metadata import attach, check_metadata_kinds
 from .io.transparency import fill_invisible
 from .metrics.distortion import psnr
 from .model.weights import LoadedModel, default_weights_path, load_weights, shipped_weights_for
+from .options import RATE_TARGETS, EncodeOptions
 from .planning.measured import measured_scores
 from .planning.planner import GranularityPlan, PatchScores, patch_entropy, plan_from_scores, weight_by_visibility
 from .planning.quality import QualityScale, load_scale
-from .planning.rate import (
-    RateChoice,
-    RatePath,
-    choose_dataset,
-    choose_for_bpp,
-    choose_for_quality,
-    choose_for_size,
-    choose_for_threshold,
-    rate_path,
-)
+from .planning.rate import RateChoice, RatePath, dataset_choices, rate_path
 from .planning.ratios import DEFAULT_RATIOS, ppm_to_ratios, ratios_to_ppm
-from .planning.tunes import DEFAULT_PLANNER, PLANNERS, TUNES
+from .planning.tunes import DEFAULT_PLANNER, check_tune_and_planner
 from .tiling import DEFAULT_TILES, Box, TileSpec
 
 BLOCK = 16
@@ -154,27 +153,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def _check_target(
-    target_bpp: float | None, target_size: int | None, target_psnr: float | None = None, quality: float | None = None
-) -> None:
-    given = {"target_bpp": target_bpp, "target_size": target_size, "target_psnr": target_psnr, "quality": quality}
-    if sum(target is not None for target in given.values()) != 1:
-        raise OptionsError("give exactly one of target_bpp, target_size, target_psnr and quality")
-    for name, target in given.items():
-        if target is not None and (not isinstance(target, numbers.Real) or isinstance(target, bool)):
-            raise TypeError(f"{name} must be a number, not {type(target).__name__}")
-        if target is not None and not math.isfinite(target):
-            raise OptionsError(f"{name} must be a finite number, got {target}")
-    if quality is not None and not 0 <= quality <= 100:
-        raise OptionsError(f"quality must be between 0 and 100, got {quality:g}")
-    if target_bpp is not None and not target_bpp > 0:
-        raise OptionsError(f"target bpp must be > 0, got {target_bpp}")
-    if target_size is not None and target_size < 1:
-        raise OptionsError(f"target size must be at least 1 byte, got {target_size}")
-    if target_psnr is not None and not 0 < target_psnr < 100:
-        raise OptionsError(f"target PSNR must be between 0 and 100 dB, got {target_psnr}")
-
-
 def _full_precision(method):
     """A Codec method whose network passes run without TF32 on CUDA (determinism.without_tf32), which would
     change the indices relative to a CPU encode; torch's flags are as the caller set them before and after."""
@@ -251,10 +229,7 @@ class Codec:
         decoder passes); "entropy" by the paper's patch entropy (none).
         """
         _refuse_one_image(images, "analyse_many")
-        if tune not in TUNES:
-            raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
-        if planner not in PLANNERS:
-            raise OptionsError(f"unknown planner {planner!r} (use {' or '.join(PLANNERS)})")
+        check_tune_and_planner(tune, planner)
         if tune == "psnr" and self.model.is_latent:
             raise OptionsError("tune 'psnr' searches a VQ codebook: it needs model v1 weights, not these (model v2)")
         kinds = check_metadata_kinds(metadata)
@@ -353,8 +328,51 @@ class Codec:
         metadata=(),
         planner: str = DEFAULT_PLANNER,
     ) -> EncodeResult:
-        ratios_ppm = ratios_to_ppm(DEFAULT_RATIOS if ratios is None else ratios)
-        return self.encode_analysis(self.analyse(image, tune, metadata, planner=planner), ratios_ppm)
+        return self.encode_with(image, EncodeOptions(ratios=ratios, tune=tune, metadata=metadata, planner=planner))
+
+    def encode_with(self, image: ImageSource | SourceImage | Analysis, options: EncodeOptions) -> EncodeResult:
+        """Encode one image as the options say: the one place the planning path is chosen (encode_analysis_with).
+
+        An Analysis is written as it is (its tune, planner and metadata were
+        chosen when it was made); an image is loaded, resized when the options
+        ask, and analysed. A quality scale the weights lack fails before the
+        network pass.
+        """
+        if not isinstance(options, EncodeOptions):
+            raise TypeError(f"options must be an EncodeOptions, not {type(options).__name__}")
+        if options.dataset_bpp is not None:
+            raise OptionsError("a dataset budget is met over a set of images: use Codec.encode_dataset")
+        if isinstance(image, Analysis):
+            return self.encode_analysis_with(image, options)
+        if options.quality is not None:
+            self.quality_scale.threshold(options.quality, options.planner)
+        source = image if isinstance(image, SourceImage) else load_image(image, options.metadata)
+        if options.resize is not None:
+            source = resize_source(source, options.resize)
+        analysis = self.analyse(source, options.tune, options.metadata, planner=options.planner)
+        return self.encode_analysis_with(analysis, options)
+
+    def encode_analysis_with(
+        self, analysis: Analysis, options: EncodeOptions, dataset_choice: RateChoice | None = None
+    ) -> EncodeResult:
+        """Write an analysed image as the options say: at their ratios, at the step their rate target picks on
+        the image's rate path, or, under a dataset budget, at `dataset_choice` (from planning.rate.dataset_choices
+        over the whole set)."""
+        if options.ratios is not None:
+            return self.encode_analysis(analysis, ratios_to_ppm(options.ratios))
+        path = self.rate_path(analysis)
+        if options.dataset_bpp is not None:
+            if dataset_choice is None:
+                raise OptionsError("a dataset budget is met over a set of images: use Codec.encode_dataset")
+            return self.encode_choice(analysis, path, dataset_choice)
+        choice, reached = options.rate_choice(
+            path,
+            analysis.source.width * analysis.source.height,
+            lambda level: self.quality_scale.threshold(level, analysis.planner),
+            lambda step: self._psnr_at(analysis, path, step),
+        )
+        result = self.encode_choice(analysis, path, choice)
+        return result if reached is None else dataclasses.replace(result, psnr=reached)
 
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
@@ -380,12 +398,12 @@ class Codec:
         bisection along the rate path) and reports the PSNR reached in `psnr`.
         A quality level is one threshold on the planner's scores for every
         image (quality.py): busy images get more bytes at the same level.
+        encode_with(image, EncodeOptions(target_bpp=...)) is the same.
         """
-        _check_target(target_bpp, target_size, target_psnr, quality)  # before the network pass, not after
-        if quality is not None:
-            self.quality_scale.threshold(quality, planner)  # a missing scale fails before the network pass too
-        analysis = self.analyse(image, tune, metadata, planner=planner)
-        return self.encode_analysis_to_target(analysis, target_bpp, target_size, target_psnr, quality)
+        options = _rate_target(
+            target_bpp, target_size, target_psnr, quality, tune=tune, metadata=metadata, planner=planner
+        )
+        return self.encode_with(image, options)
 
     def encode_analysis_to_target(
         self,
@@ -396,19 +414,7 @@ class Codec:
         quality: float | None = None,
     ) -> EncodeResult:
         """encode_to_target for an image already analysed."""
-        _check_target(target_bpp, target_size, target_psnr, quality)
-        path = self.rate_path(analysis)
-        pixels = analysis.source.width * analysis.source.height
-        if quality is not None:
-            threshold = self.quality_scale.threshold(quality, analysis.planner)
-            return self.encode_choice(analysis, path, choose_for_threshold(path, threshold))
-        if target_psnr is not None:
-            choice, reached = choose_for_quality(path, lambda step: self._psnr_at(analysis, path, step), target_psnr)
-            return dataclasses.replace(self.encode_choice(analysis, path, choice), psnr=reached)
-        choice = (
-            choose_for_bpp(path, target_bpp, pixels) if target_bpp is not None else choose_for_size(path, target_size)
-        )
-        return self.encode_choice(analysis, path, choice)
+        return self.encode_analysis_with(analysis, _rate_target(target_bpp, target_size, target_psnr, quality))
 
     @_full_precision
     def _psnr_at(self, analysis: Analysis, path: RatePath, step: int) -> float:
@@ -436,24 +442,18 @@ class Codec:
         planner: str = DEFAULT_PLANNER,
     ) -> list[EncodeResult]:
         """Meet a mean bpp (total bits / total pixels) over a set, sharing one score threshold."""
-        _check_target(target_bpp, None)
+        EncodeOptions(dataset_bpp=target_bpp, tune=tune, metadata=metadata, planner=planner)  # checks them
         _refuse_one_image(images, "encode_dataset")
-        images = list(images)
-        if not images:
-            return []
         analyses = [
             image if isinstance(image, Analysis) else self.analyse(image, tune, metadata, planner=planner)
-            for image in images
+            for image in list(images)
         ]
         paths = [self.rate_path(a) for a in analyses]
-        pixels = [a.source.width * a.source.height for a in analyses]
-        steps, reachable = choose_dataset(paths, pixels, target_bpp)
-        results = []
-        for analysis, path, step in zip(analyses, paths, steps, strict=True):
-            note = "" if reachable else f"dataset target {target_bpp:g} bpp is outside what this set can reach"
-            choice = RateChoice(step, int(path.sizes[step]), reachable, note)
-            results.append(self.encode_choice(analysis, path, choice))
-        return results
+        choices = dataset_choices(paths, [a.source.width * a.source.height for a in analyses], target_bpp)
+        return [
+            self.encode_choice(analysis, path, choice)
+            for analysis, path, choice in zip(analyses, paths, choices, strict=True)
+        ]
 
     def encode_choice(self, analysis: Analysis, path: RatePath, choice: RateChoice) -> EncodeResult:
         """Write the file at one step of the image's rate path (rate control and dataset budgets)."""
@@ -542,6 +542,16 @@ def _refuse_one_image(images, method: str) -> None:
     """A path or an image where a list of images belongs would be iterated character by character, or by row."""
     if isinstance(images, str | bytes | Path | Image.Image | np.ndarray):
         raise TypeError(f"{method} takes a list of images, not one {type(images).__name__}")
+
+
+def _rate_target(target_bpp=None, target_size=None, target_psnr=None, quality=None, **choices) -> EncodeOptions:
+    """The options of encode_to_target's loose arguments, which must name one rate target (not ratios)."""
+    options = EncodeOptions(
+        target_bpp=target_bpp, target_size=target_size, target_psnr=target_psnr, quality=quality, **choices
+    )
+    if options.target not in RATE_TARGETS:
+        raise OptionsError("give exactly one of target_bpp, target_size, target_psnr and quality")
+    return options
 
 
 def _psnr_against(source: SourceImage, rgb: np.ndarray) -> float:

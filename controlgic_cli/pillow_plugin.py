@@ -8,21 +8,27 @@
 Opening reads and checks the whole file (cheap: no network), so a damaged
 file fails in Image.open, as Pillow users expect, rather than later.
 Decoding runs the network only in load(), following Pillow's handbook.
-Save options: ratios | target_bpp | target_size | target_psnr, weights, device, tune, planner,
-metadata ("all" or some of "icc", "exif", "xmp": kept from im.info). A file
+Save options: the fields of controlgic_cli.options.EncodeOptions (one of ratios, target_bpp, target_size,
+target_psnr, quality; tune, planner, metadata: "all" or some of "icc", "exif", "xmp", kept from im.info;
+resize), and weights, device. A file
 with kept metadata opens with it in im.info ("icc_profile", "exif", "xmp").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .coding.container import DECODED_PIL_MODES, MAGIC, parse_file
-from .errors import CgicError, FormatError, OptionsError
+from .errors import CgicError, FormatError
 from .io.metadata import attach
+from .options import EncodeOptions
 from .planning.ratios import ppm_to_ratios
+
+# Every encode option is a save option (a tune or target Pillow hands over in encoderinfo goes to EncodeOptions).
+_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(EncodeOptions))
 
 FORMAT = "CGIC"
 MIME = "image/x-cgic"
@@ -69,24 +75,11 @@ class CgicImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp, filename) -> None:
-    from .api import DEFAULT_RATIOS, get_codec
-    from .planning.tunes import DEFAULT_PLANNER
+    from .api import get_codec
 
-    options = im.encoderinfo
-    codec = get_codec(options.get("weights"), options.get("device", "auto"))
-    tune = options.get("tune", "perceptual")
-    metadata = options.get("metadata", ())
-    planner = options.get("planner", DEFAULT_PLANNER)
-    targets = [options.get(key) for key in ("target_bpp", "target_size", "target_psnr", "quality")]
-    if any(target is not None for target in targets) and options.get("ratios") is not None:
-        raise OptionsError("ratios and a target (target_bpp, target_size, target_psnr, quality) are alternatives")
-    if any(target is not None for target in targets):
-        result = codec.encode_to_target(
-            im, *targets[:2], tune=tune, metadata=metadata, target_psnr=targets[2], planner=planner, quality=targets[3]
-        )
-    else:
-        result = codec.encode(im, options.get("ratios", DEFAULT_RATIOS), tune, metadata, planner)
-    fp.write(result.data)
+    info = im.encoderinfo
+    options = EncodeOptions(**{name: info[name] for name in _OPTION_NAMES if name in info})
+    fp.write(get_codec(info.get("weights"), info.get("device", "auto")).encode_with(im, options).data)
 
 
 def register() -> None:

@@ -10,7 +10,8 @@ Dataset budgets (one planner-score threshold shared by all images) run as
 map -> reduce -> map: summarise_files turns each image into its rate path
 (exact file size at every step, from one network pass), choose_steps picks
 every image's step for the mean target, and encode_files writes each file at
-its step. The write pass runs the network again rather than holding every
+its step (planning.rate.dataset_choices, the same as Codec.encode_dataset).
+The write pass runs the network again rather than holding every
 image's analysis in memory, so memory stays flat however many images there are.
 """
 
@@ -22,40 +23,70 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import CgicError, Interrupted
 from ..io.fileio import STDIO, check_target, clear_stop, read_source, request_stop, stop_requested, write_target
 from ..io.image_io import SourceImage, encode_image_file, load_image, loses_alpha, output_format, resize_source
-from ..planning.rate import RateChoice, RateSummary, choose_dataset
-from ..planning.ratios import DEFAULT_RATIOS, ratios_to_ppm
+from ..options import EncodeOptions
+from ..planning.rate import RateChoice, RateSummary, dataset_choices
 from ..planning.ratios import NAMES as GRANULARITY_NAMES
-from ..planning.tunes import DEFAULT_PLANNER
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class EncodeSettings:
-    """How to encode: at most one of ratios, target_bpp, target_size, target_psnr, quality (ratios default to
-    the codec's)."""
+    """An engine's settings: the encode options (what the files hold) and how the run goes around them.
 
-    ratios: tuple[float, float, float] | None = None
-    target_bpp: float | None = None
-    target_size: int | None = None
+    EncodeSettings(options, weights=..., device=...), or with the options'
+    fields as keywords in place of `options`: EncodeSettings(ratios=(0.3, 0.6, 0.1), tune="psnr").
+    """
+
+    options: EncodeOptions = EncodeOptions()
     weights: str | None = None
     device: str = "auto"
     overwrite: bool = False
     skip_existing: bool = False  # an existing output counts as done (resuming an interrupted batch)
     torch_threads: int | None = None  # set in each worker process by engines that own their workers
-    tune: str = "perceptual"  # or "psnr": Codec.analyse_many
-    planner: str = DEFAULT_PLANNER  # or "entropy": Codec.analyse_many
-    metadata: frozenset[str] = frozenset()  # kinds kept: "icc", "exif", "xmp" (metadata.py)
-    target_psnr: float | None = None  # dB on the decoded image: Codec.encode_to_target
-    quality: float | None = None  # 0-100, one score threshold for every image: quality.py
-    resize: tuple[int, int] | None = None  # (width, height) before coding, a side of 0 keeping the aspect ratio
     measure_psnr: bool = False  # decode each file written and report its PSNR (one decoder pass more)
     # (done, total) as a --tune psnr search, then the measured planner's passes, advance
     # (Codec.analyse_many; local runs only: it does not travel to workers).
     progress: Callable[[int, int], None] | None = field(default=None, compare=False)
+
+    def __init__(
+        self,
+        options: EncodeOptions | None = None,
+        weights: str | None = None,
+        device: str = "auto",
+        overwrite: bool = False,
+        skip_existing: bool = False,
+        torch_threads: int | None = None,
+        measure_psnr: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+        **option_fields,
+    ):
+        if options is None:
+            options = EncodeOptions(**option_fields)
+        elif option_fields:
+            raise TypeError(f"give options or their fields ({', '.join(option_fields)}), not both")
+        elif not isinstance(options, EncodeOptions):
+            raise TypeError(f"options must be an EncodeOptions, not {type(options).__name__}")
+        for name, value in (
+            ("options", options),
+            ("weights", weights),
+            ("device", device),
+            ("overwrite", overwrite),
+            ("skip_existing", skip_existing),
+            ("torch_threads", torch_threads),
+            ("measure_psnr", measure_psnr),
+            ("progress", progress),
+        ):
+            object.__setattr__(self, name, value)
+
+    def for_dataset(self, target_bpp: float | None) -> EncodeSettings:
+        """These settings under a dataset budget of target_bpp (the engines' dataset_target); as they are for None."""
+        if target_bpp is None:
+            return self
+        return replace(self, options=self.options.retarget(dataset_bpp=target_bpp))
 
 
 @dataclass(frozen=True)
@@ -148,11 +179,11 @@ def decode_file(
     return FileOutcome(task, ok=True, record=record, warnings=notes)
 
 
-def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSettings) -> list[FileOutcome]:
-    """Read, encode and atomically write each (task, step); never raises for bad input or I/O trouble.
+def encode_files(items: list[tuple[FileTask, RateChoice | None]], settings: EncodeSettings) -> list[FileOutcome]:
+    """Read, encode and atomically write each (task, choice); never raises for bad input or I/O trouble.
 
-    step: a position on the image's rate path chosen by a dataset budget
-    (choose_steps); None: the settings' ratios or target apply. Same-size
+    choice: the image's step on its rate path under a dataset budget
+    (choose_steps); None for the options' other targets. Same-size
     images share network passes; each file's bytes are those it would get in
     a call of its own. Its "seconds" is its own reading and writing plus an
     equal share of the shared passes.
@@ -175,15 +206,16 @@ def encode_files(items: list[tuple[FileTask, int | None]], settings: EncodeSetti
     if loaded:
         analyses, shared = _analyse_together([source for _, source, _ in loaded], settings)
         for (position, source, alone), analysis in zip(loaded, analyses, strict=True):
-            task, step = items[position]
-            outcomes[position] = _write_one(task, settings, source, analysis, step, alone + shared)
+            task, choice = items[position]
+            outcomes[position] = _write_one(task, settings, source, analysis, choice, alone + shared)
     return outcomes
 
 
 def _load(task: FileTask, settings: EncodeSettings) -> SourceImage:
-    """The image to code: the input as read, resized when the settings ask."""
-    source = load_image(read_source(task.source), settings.metadata)
-    return source if settings.resize is None else resize_source(source, settings.resize)
+    """The image to code: the input as read, resized when the options ask."""
+    options = settings.options
+    source = load_image(read_source(task.source), options.metadata)
+    return source if options.resize is None else resize_source(source, options.resize)
 
 
 def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> tuple[list, float]:
@@ -196,7 +228,7 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
     began = time.perf_counter()
     try:
         analyses = _codec(settings).analyse_many(
-            sources, settings.tune, on_progress=settings.progress, planner=settings.planner
+            sources, settings.options.tune, on_progress=settings.progress, planner=settings.options.planner
         )
     except (CgicError, OSError):
         analyses = [None] * len(sources)
@@ -204,28 +236,24 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
 
 
 def _analyse_alone(codec, source: SourceImage, settings: EncodeSettings):
-    return codec.analyse(source, settings.tune, on_progress=settings.progress, planner=settings.planner)
+    options = settings.options
+    return codec.analyse(source, options.tune, on_progress=settings.progress, planner=options.planner)
 
 
 def _write_one(
-    task: FileTask, settings: EncodeSettings, source: SourceImage, analysis, step: int | None, seconds: float
+    task: FileTask,
+    settings: EncodeSettings,
+    source: SourceImage,
+    analysis,
+    choice: RateChoice | None,
+    seconds: float,
 ) -> FileOutcome:
     began = time.perf_counter()
     try:
         codec = _codec(settings)
         if analysis is None:
             analysis = _analyse_alone(codec, source, settings)
-        if step is not None:
-            path = codec.rate_path(analysis)
-            result = codec.encode_choice(analysis, path, RateChoice(step, int(path.sizes[step]), True))
-        elif any(
-            t is not None for t in (settings.target_bpp, settings.target_size, settings.target_psnr, settings.quality)
-        ):
-            result = codec.encode_analysis_to_target(
-                analysis, settings.target_bpp, settings.target_size, settings.target_psnr, settings.quality
-            )
-        else:
-            result = codec.encode_analysis(analysis, ratios_to_ppm(settings.ratios or DEFAULT_RATIOS))
+        result = codec.encode_analysis_with(analysis, settings.options, choice)
         write_target(task.target, result.data, settings.overwrite)
         measured = result.psnr
         if settings.measure_psnr and measured is None:
@@ -243,8 +271,8 @@ def _write_one(
         "width": stats.width,
         "height": stats.height,
         "ratios": list(stats.ratios),
-        "tune": settings.tune,
-        "planner": settings.planner,
+        "tune": settings.options.tune,
+        "planner": settings.options.planner,
         "tokens": dict(zip(GRANULARITY_NAMES, stats.token_counts, strict=True)),
         "section_bytes": stats.section_bytes,
         "seconds": round(seconds + time.perf_counter() - began, 3),
@@ -282,13 +310,11 @@ def _summarise_one(task: FileTask, settings: EncodeSettings, source: SourceImage
     return FileSummary(task, codec.rate_path(analysis).summary(), source.width * source.height)
 
 
-def choose_steps(summaries: list[FileSummary], target_bpp: float) -> tuple[dict[str, int], bool]:
-    """Reduce step of a dataset budget: each readable image's step for the mean target; reachable flag."""
+def choose_steps(summaries: list[FileSummary], target_bpp: float) -> dict[str, RateChoice]:
+    """Reduce step of a dataset budget: each readable image's choice for the mean target (dataset_choices)."""
     usable = [s for s in summaries if s.rates is not None]
-    if not usable:
-        return {}, False
-    steps, reachable = choose_dataset([s.rates for s in usable], [s.pixels for s in usable], target_bpp)
-    return {s.task.source: step for s, step in zip(usable, steps, strict=True)}, reachable
+    choices = dataset_choices([s.rates for s in usable], [s.pixels for s in usable], target_bpp)
+    return {s.task.source: choice for s, choice in zip(usable, choices, strict=True)}
 
 
 def skipped(task: FileTask) -> FileOutcome:
@@ -387,8 +413,10 @@ def encode_local(
     """The local engine: every task's outcome, in task order.
 
     `jobs` workers each take `batch` consecutive files at a time, whose
-    same-size images go through the network together.
+    same-size images go through the network together. dataset_target: a
+    dataset budget in place of the options' target (EncodeOptions(dataset_bpp=...) is the same).
     """
+    settings = settings.for_dataset(dataset_target)
 
     def write_chunk(pairs: list[tuple[FileTask, int | None]]) -> list[FileOutcome]:
         return encode_files(pairs, settings)
@@ -397,7 +425,7 @@ def encode_local(
         for outcomes in run_ordered(write_chunk, chunks(pairs, batch), jobs):
             yield from outcomes
 
-    if dataset_target is None:
+    if settings.options.dataset_bpp is None:
         yield from write_all([(task, None) for task in tasks])
         return
     summaries = [
@@ -405,15 +433,14 @@ def encode_local(
         for group in run_ordered(lambda group: summarise_files(group, settings), chunks(tasks, batch), jobs)
         for summary in group
     ]
-    yield from write_dataset(summaries, dataset_target, write_all)
+    yield from write_dataset(summaries, settings.options.dataset_bpp, write_all)
 
 
 def write_dataset(summaries: list[FileSummary], target_bpp: float, write_all) -> Iterator[FileOutcome]:
     """Shared by every engine: reduce to steps, write the readable images, report failures in order."""
-    steps, reachable = choose_steps(summaries, target_bpp)
-    pairs = [(s.task, steps[s.task.source]) for s in summaries if s.rates is not None]
+    choices = choose_steps(summaries, target_bpp)
+    pairs = [(s.task, choices[s.task.source]) for s in summaries if s.rates is not None]
     written = iter(write_all(pairs))
-    note = f"dataset target {target_bpp:g} bpp is outside what this set can reach"
     for summary in summaries:
         if summary.rates is None:
             yield failed(summary.task, summary.error)
@@ -421,8 +448,4 @@ def write_dataset(summaries: list[FileSummary], target_bpp: float, write_all) ->
         outcome = next(written, None)
         if outcome is None:  # an interrupt stopped the writing (run_ordered): no more files come
             return
-        if outcome.ok:
-            outcome.record["target_reached"] = reachable
-            if not reachable:
-                outcome.warnings.append(note)
         yield outcome

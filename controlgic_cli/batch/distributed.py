@@ -35,8 +35,12 @@ def encode_dask(
     dataset_target: float | None = None,
     batch: int = 1,
 ) -> Iterator[FileOutcome]:
-    """Every task's outcome, in task order, computed on the cluster at `address` (None: a local one)."""
+    """Every task's outcome, in task order, computed on the cluster at `address` (None: a local one).
+
+    dataset_target: as encode_local's (a dataset budget in place of the options' target).
+    """
     distributed = _dask()
+    settings = settings.for_dataset(dataset_target)
     cluster = None
     if address is None:
         # One single-threaded process per worker, each running torch on an
@@ -62,12 +66,12 @@ def encode_dask(
             for future in client.map(encode_files, chunks(pairs, batch), settings=settings, pure=False):
                 yield from future.result()
 
-        if dataset_target is None:
+        if settings.options.dataset_bpp is None:
             yield from write_all([(task, None) for task in tasks])
         else:
             groups = client.map(summarise_files, chunks(tasks, batch), settings=settings, pure=False)
             summaries = [summary for group in client.gather(groups) for summary in group]
-            yield from write_dataset(summaries, dataset_target, write_all)
+            yield from write_dataset(summaries, settings.options.dataset_bpp, write_all)
     finally:
         client.close()
         if cluster is not None:

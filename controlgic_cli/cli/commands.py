@@ -32,6 +32,7 @@ from ..coding.mask_coding import unpack_file_masks
 from ..errors import CgicError, OptionsError
 from ..io.fileio import STDIO, read_source
 from ..io.image_io import IMAGE_SUFFIXES, output_format
+from ..options import EncodeOptions, TargetConflict
 from ..planning.ratios import ppm_to_ratios
 from ..planning.tunes import DEFAULT_PLANNER, PLANNERS, TUNES
 from .file_plan import FilePlan, plan_tasks
@@ -314,10 +315,25 @@ def encode(
 
     if verbose and quiet:
         raise click.UsageError("-v and -q cannot be used together")
-    if sum(x is not None for x in (ratios, target_bpp, target_size, target_psnr, quality)) > 1:
+    try:
+        options = EncodeOptions(
+            ratios=ratios,
+            target_bpp=target_bpp if budget == "image" else None,
+            target_size=target_size,
+            target_psnr=target_psnr,
+            quality=quality,
+            dataset_bpp=target_bpp if budget == "dataset" else None,
+            tune=tune,
+            planner=planner,
+            metadata=metadata,
+            resize=resize,
+        )
+    except TargetConflict:
         raise click.UsageError(
             "--ratios, --target-bpp, --target-size, --target-psnr and --quality are alternatives: give one"
-        )
+        ) from None
+    except OptionsError as exc:  # the option types have checked every value: not expected
+        raise click.UsageError(str(exc)) from None
     if budget == "dataset" and target_bpp is None:
         raise click.UsageError("--budget dataset needs --target-bpp")
     if force and skip_existing:
@@ -337,24 +353,10 @@ def encode(
     if quality is not None:  # a model without a quality scale: one message, not one per file
         _check_quality_scale(_load_codec(weights, device, reporter), quality, planner, reporter)
     settings = EncodeSettings(
-        ratios,
-        target_bpp,
-        target_size,
-        weights,
-        device,
-        force,
-        skip_existing,
-        tune=tune,
-        metadata=metadata,
-        target_psnr=target_psnr,
-        planner=planner,
-        quality=quality,
-        resize=resize,
-        measure_psnr=print_psnr,
+        options, weights, device, overwrite=force, skip_existing=skip_existing, measure_psnr=print_psnr
     )
     if engine != "dask" and len(tasks) == 1 and not reporter.quiet:
         settings = dataclasses.replace(settings, progress=progress_bar())
-    dataset_target = target_bpp if budget == "dataset" else None
     jobs = jobs or default_jobs()
     try:
         batch = batch or default_batch(device)
@@ -362,12 +364,12 @@ def encode(
             if engine == "dask":
                 from ..batch.distributed import encode_dask
 
-                outcomes = encode_dask(tasks, settings, address, jobs, dataset_target, batch)
+                outcomes = encode_dask(tasks, settings, address, jobs, batch=batch)
             else:
                 from ..batch.core import encode_local
 
                 _load_codec(weights, device, reporter)  # a bad weights file fails once, before any file
-                outcomes = encode_local(tasks, settings, jobs, dataset_target, batch)
+                outcomes = encode_local(tasks, settings, jobs, batch=batch)
             # Dask workers are other processes, which fileio's stop does not reach: no waiting for them.
             report_outcomes(
                 outcomes, len(tasks), reporter, encode_summary, manifest, verbose, drain_on_interrupt=engine != "dask"

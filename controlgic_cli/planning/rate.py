@@ -310,3 +310,14 @@ def choose_dataset(paths: list[RateSummary], pixels: list[int], target_bpp: floa
     if best < total_steps and abs(dataset_bpp(best + 1) - target_bpp) < abs(dataset_bpp(best) - target_bpp):
         best += 1
     return dataset_steps(paths, best, order), reachable
+
+
+def dataset_choices(paths: list[RateSummary], pixels: list[int], target_bpp: float) -> list[RateChoice]:
+    """A dataset budget: each image's choice on its path for the mean target (choose_dataset), with the note
+    every image carries when the set cannot reach it. The one implementation behind Codec.encode_dataset and
+    the engines' map-reduce (batch/core.py), which calls it on RateSummary objects gathered from its workers."""
+    if not paths:
+        return []
+    steps, reachable = choose_dataset(paths, pixels, target_bpp)
+    note = "" if reachable else f"dataset target {target_bpp:g} bpp is outside what this set can reach"
+    return [RateChoice(step, int(path.sizes[step]), reachable, note) for path, step in zip(paths, steps, strict=True)]

@@ -11,6 +11,16 @@ Planners (`--planner`): how the encoder scores patches to choose their granulari
   entropy     the paper's patch spatial entropy (planner.py; no decoder pass)
 """
 
+from ..errors import OptionsError
+
 TUNES = ("perceptual", "psnr")
 PLANNERS = ("measured", "entropy")
 DEFAULT_PLANNER = "measured"
+
+
+def check_tune_and_planner(tune: str, planner: str) -> None:
+    """OptionsError for a tune or planner that is not one of these."""
+    if tune not in TUNES:
+        raise OptionsError(f"unknown tune {tune!r} (use {' or '.join(TUNES)})")
+    if planner not in PLANNERS:
+        raise OptionsError(f"unknown planner {planner!r} (use {' or '.join(PLANNERS)})")
