@@ -223,12 +223,14 @@ def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, 
 @click.option("--steps", type=int, required=True, help="Train until this step (counted over both stages).")
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam's learning rate for the adapters.")
 @click.option(
     "--mse-weight", type=float, default=10.0, show_default=True, help="Pixel stage: weight of MSE in [-1, 1]."
 )
 @click.option("--latent-weight", type=float, default=1.0, show_default=True, help="Pixel stage: latent MSE.")
-@click.option("--decoder-lr-scale", type=float, default=0.5, show_default=True, help="Pixel stage.")
+@click.option(
+    "--decoder-lr-scale", type=float, default=0.1, show_default=True, help="Pixel stage: the decoder's rate / --lr."
+)
 @click.option("--validate-every", type=int, default=500, show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
