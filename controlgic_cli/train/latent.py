@@ -294,6 +294,9 @@ def run(
                 optimiser.load_state_dict(state["optimiser"])
             except ValueError:
                 click.echo("the optimiser's parameter groups changed: its state starts afresh")
+            # The saved state holds the old learning rates; a resumed run takes the ones asked for now (a decay).
+            for group, wanted in zip(optimiser.param_groups, groups, strict=True):
+                group["lr"] = wanted["lr"]
         click.echo(f"resumed at step {step} (stage {state['stage']} -> {stage})")
     if step >= steps:
         click.echo(f"already at step {step}: nothing to do")
