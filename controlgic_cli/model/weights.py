@@ -110,17 +110,17 @@ def shipped_weights_for(model_id: bytes) -> Path | None:
 def validate_code_usage(code_usage: object, codebook_size: int, what: str = "code-usage") -> dict[str, list[int]]:
     if not isinstance(code_usage, dict) or set(code_usage) != set(GRANULARITIES):
         raise ModelError(f"{what} table must have exactly the keys {list(GRANULARITIES)}")
-    checked = {}
-    for name in GRANULARITIES:
-        counts = code_usage[name]
-        if (
-            not isinstance(counts, list)
-            or len(counts) != codebook_size
-            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
-        ):
-            raise ModelError(f"{what} table '{name}' must list {codebook_size} integer counts, each >= 1")
-        checked[name] = counts
-    return checked
+    return {name: _checked_counts(code_usage[name], codebook_size, f"{what} table '{name}'") for name in GRANULARITIES}
+
+
+def _checked_counts(counts: object, size: int, what: str) -> list[int]:
+    if (
+        not isinstance(counts, list)
+        or len(counts) != size
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
+    ):
+        raise ModelError(f"{what} must list {size} integer counts, each >= 1")
+    return counts
 
 
 def validate_group_usage(code_usage: object, network: LatentControlGIC) -> dict[str, list[list[int]]]:
@@ -133,8 +133,8 @@ def validate_group_usage(code_usage: object, network: LatentControlGIC) -> dict[
         if not isinstance(tables, list) or len(tables) != quantizer.groups:
             raise ModelError(f"code-usage table '{name}' must hold {quantizer.groups} lists, one per FSQ group")
         checked[name] = [
-            validate_code_usage({level: table for level in GRANULARITIES}, quantizer.codes_per_group)[name]
-            for table in tables
+            _checked_counts(table, quantizer.codes_per_group, f"code-usage table '{name}', group {group}")
+            for group, table in enumerate(tables)
         ]
     return checked
 
