@@ -185,7 +185,7 @@ class Codec:
             if self.model.rank_usage is not None:
                 codebook = self.model.network.quantizer.codebook.detach().cpu().double().numpy()
                 self.index_coding = NeighbourRankCoding(codebook, usage, self.model.rank_usage)
-        self.mask_coding = MASK_CODINGS[self.index_coding.rank_coded or self.index_coding.grouped]
+        self.mask_coding = MASK_CODINGS[self.index_coding.grouped_masks]
 
     @property
     def model_id(self) -> bytes:
@@ -234,7 +234,7 @@ class Codec:
             raise OptionsError("tune 'psnr' searches a VQ codebook: it needs model v1 weights, not these (model v2)")
         kinds = check_metadata_kinds(metadata)
         sources = [image if isinstance(image, SourceImage) else load_image(image, kinds) for image in images]
-        if not (self.index_coding.rank_coded or self.index_coding.grouped):  # alpha files are version 4 or 5
+        if not self.index_coding.grouped_masks:  # alpha files are version 4 or 5
             sources = [
                 source.without_alpha("these weights have no rank tables, which alpha files need") for source in sources
             ]

@@ -133,16 +133,13 @@ class TiledNetwork:
             wanted = tile.core.intersection(region)
             if wanted is None:
                 continue
-            maps = [
-                torch.from_numpy(np.ascontiguousarray(full[tile.context.scaled(stride)]))[None].to(self.device)
-                for full, stride in zip(indices, STRIDES, strict=True)
-            ]
+            maps = self._tile_indices(indices, tile.context)
             masks = MaskSet.from_coarse_medium(
                 self._mask_tensor(coarse_mask[tile.context.scaled(COARSE_STRIDE)]),
                 self._mask_tensor(medium_mask[tile.context.scaled(MEDIUM_STRIDE)]),
             )
             with invariant_convolutions():  # the same pixels for any torch thread count (determinism.py)
-                x_hat = self.network.decode_indices(Indices(*maps), masks)[0]
+                x_hat = self.network.decode_indices(maps, masks)[0]
             part = x_hat.float().add(1.0).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
             rgb[wanted.within(region, 1)] = part[wanted.within(tile.context, 1)]
             if on_tile is not None:
@@ -173,12 +170,7 @@ class TiledNetwork:
                     reference = source_latent.float()
                 else:
                     reference = self.network.features(self._input(rgb[tile.context.scaled(1)][None]))[1].float()
-                parts = Indices(
-                    *(
-                        torch.from_numpy(np.ascontiguousarray(full[tile.context.scaled(stride)]))[None].to(self.device)
-                        for full, stride in zip(indices, STRIDES, strict=True)
-                    )
-                )
+                parts = self._tile_indices(indices, tile.context)
                 h16, w16 = (side // COARSE_STRIDE for side in (tile.context.height, tile.context.width))
                 for level, coarse, medium in (("coarse", 1.0, 0.0), ("medium", 0.0, 1.0), ("fine", 0.0, 0.0)):
                     masks = MaskSet.from_coarse_medium(
@@ -233,6 +225,15 @@ class TiledNetwork:
         """uint8 (N, H, W, 3) -> the network's input: float (N, 3, H, W) in [-1, 1], channels_last, on the device."""
         x = torch.from_numpy(np.ascontiguousarray(batch_u8.transpose(0, 3, 1, 2)))
         return x.to(self.device).float().div_(127.5).sub_(1.0).contiguous(memory_format=torch.channels_last)
+
+    def _tile_indices(self, indices: tuple[np.ndarray, ...], box: Box) -> Indices:
+        """The index maps of the cells in a box of pixels, as a batch of one on the device."""
+        return Indices(
+            *(
+                torch.from_numpy(np.ascontiguousarray(full[box.scaled(stride)]))[None].to(self.device)
+                for full, stride in zip(indices, STRIDES, strict=True)
+            )
+        )
 
     def _mask_tensor(self, mask: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(mask))[None, None].to(self.device)

@@ -119,6 +119,7 @@ class UsageCoding:
 
     rank_coded = False
     grouped = False
+    grouped_masks = False  # masks in groups of four (mask_coding.py), which versions 3 to 5 use; alpha needs them
 
     def __init__(self, code_usage: Mapping[str, Sequence[int]]):
         self.coders = {level: IndexCoder(code_usage[level]) for level in LEVELS}
@@ -148,6 +149,7 @@ class NeighbourRankCoding(UsageCoding):
     """Format version 3: each index as its rank by distance to its predictor's code (see the module docstring)."""
 
     rank_coded = True
+    grouped_masks = True
 
     def __init__(
         self,
@@ -236,6 +238,7 @@ class GroupUsageCoding:
 
     rank_coded = False
     grouped = True
+    grouped_masks = True
 
     def __init__(self, code_usage: Mapping[str, Sequence[Sequence[int]]]):
         self.coders = {
