@@ -113,3 +113,59 @@ def test_synthetic_images_are_flat_colours_and_text():
     colours = [len(np.unique(i.reshape(-1, 3), axis=0)) for i in images]
     # flat regions alone in some (a few colours), anti-aliased text over them in others
     assert sum(c <= 8 for c in colours) >= 5 and max(colours) > 8
+
+
+def test_a_run_starts_from_exported_weights_without_backbone_or_validation(setup, tmp_path):
+    root = setup
+    cache = root / "cache-init.pt"
+    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
+    common = ["--cache-file", cache, "--metric-weights", root / "metric", "--size", "tiny", "--batch", 2]
+    common += ["--crop", 32, "--threads", 1]
+    first = tmp_path / "first"
+    invoke(["run", *common, "--taef2", root / "taef2", "--run-dir", first, "--stage", "latent", "--steps", 1])
+    exported = tmp_path / "first.safetensors"
+    invoke(["export", "--checkpoint", first / "checkpoint.pt", "--cache-file", cache, "-o", exported])
+
+    # Neither the backbone nor a way to make one: a usage error, not a run from random weights.
+    result = CliRunner().invoke(
+        main, [str(a) for a in ["run", *common, "--run-dir", tmp_path / "none"] + ["--stage", "pixel", "--steps", 1]]
+    )
+    assert result.exit_code == 2 and "--init-weights" in result.output
+
+    second = tmp_path / "second"
+    # bfloat16 autocast too (the path a GPU run takes), on the CPU here.
+    invoke(
+        ["run", *common, "--init-weights", exported, "--run-dir", second, "--stage", "pixel", "--steps", 2, "--bf16"]
+    )
+    records = [json.loads(line) for line in (second / "log.jsonl").read_text().splitlines()]
+    assert not any("fine_psnr" in r for r in records)  # no --kodak, no validation
+    started = torch.load(first / "checkpoint.pt", weights_only=False)["model"]
+    trained = torch.load(second / "checkpoint.pt", weights_only=False)
+    assert trained["step"] == 2 and trained["stage"] == "pixel"
+    # The frozen encoder is the exported one (to fp16 precision), so the run really began from the file.
+    name = "backbone_encoder.0.weight"
+    assert torch.allclose(trained["model"][name], started[name].half().float())
+
+
+def test_pack_spreads_a_byte_budget_over_the_folder(tmp_path):
+    source = tmp_path / "photos"
+    source.mkdir()
+    for n in range(10):
+        (source / f"p{n}.jpg").write_bytes(bytes(1000))
+    out = invoke(["pack", "--data-dir", source, "-o", tmp_path / "packed", "--megabytes", 0.0045])
+    assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["p0.jpg", "p3.jpg", "p6.jpg", "p9.jpg"]
+    assert "4 of 10 photos" in out
+    result = CliRunner().invoke(
+        main, ["pack", "--data-dir", str(source), "-o", str(tmp_path / "x"), "--megabytes", "0"]
+    )
+    assert result.exit_code == 1 and "not even one photo" in result.output
+
+
+def test_max_minutes_stops_a_run_and_saves(setup, tmp_path):
+    root = setup
+    cache = root / "cache-minutes.pt"
+    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
+    args = ["run", "--cache-file", cache, "--taef2", root / "taef2", "--metric-weights", root / "metric"]
+    args += ["--size", "tiny", "--batch", 2, "--crop", 32, "--threads", 1, "--run-dir", tmp_path / "run"]
+    invoke([*args, "--stage", "latent", "--steps", 1000, "--max-minutes", 0])
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -28,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from ..errors import ModelError
 from ..metrics.lpips import LPIPS
 from ..model.latent_network import LatentControlGIC, LatentModelConfig
 from ..model.taef2 import LATENT_STRIDE
-from ..model.weights import save_weights
+from ..model.weights import load_weights, save_weights
 from .data import list_images, load_rgb
 
 VALIDATION_IMAGES = ("kodim01", "kodim08", "kodim13", "kodim23")
@@ -72,6 +74,7 @@ class LatentCache:
     ) -> LatentCache:
         """Every `every`-th image, cut to one random window of at most max_side (the encoder is most of the work)."""
         images, latents = [], []
+        device = next(model.parameters()).device
         rng = np.random.default_rng(seed)
         files = list_images(data_dir)[::every]
         with torch.no_grad():
@@ -84,7 +87,7 @@ class LatentCache:
                     click.echo(f"{number}/{len(files)}", err=True)
                 x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
                 images.append(rgb)
-                latents.append(model.encode_latent(x)[0].half())
+                latents.append(model.encode_latent(x.to(device))[0].half().cpu())
         return cls(images, latents)
 
     def save(self, path: Path) -> None:
@@ -107,8 +110,9 @@ class LatentCache:
         while len(latents) < batch:
             if rng.random() < SYNTHETIC_SHARE:
                 image = torch.from_numpy(synthetic_image(rng, crop).copy()).permute(2, 0, 1)
+                device = next(model.parameters()).device
                 with torch.no_grad():
-                    latents.append(model.encode_latent(image[None].float() / 127.5 - 1.0)[0])
+                    latents.append(model.encode_latent(image[None].to(device).float() / 127.5 - 1.0)[0].float().cpu())
                 images.append(image)
                 continue
             n = rng.integers(len(self.latents))
@@ -164,6 +168,7 @@ class Validation:
             for name in VALIDATION_IMAGES:
                 rgb = load_rgb(kodak / f"{name}.png")
                 x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+                x = x.to(next(model.parameters()).device)
                 self.images.append(x)
                 self.latents.append(model.encode_latent(x))
 
@@ -175,8 +180,8 @@ class Validation:
                 psnrs, distances = [], []
                 for x, latent in zip(self.images, self.latents, strict=True):
                     h, w = x.shape[-2] // 16, x.shape[-1] // 16
-                    coarse = torch.full((1, 1, h, w), float(granularity == 2))
-                    medium = torch.full((1, 1, 2 * h, 2 * w), float(granularity == 1))
+                    coarse = torch.full((1, 1, h, w), float(granularity == 2), device=x.device)
+                    medium = torch.full((1, 1, 2 * h, 2 * w), float(granularity == 1), device=x.device)
                     y = model(latent, model.masks(coarse, medium))[1].clamp(-1.0, 1.0)
                     y = ((y + 1) * 127.5).round() / 127.5 - 1
                     psnrs.append(float(10 * torch.log10(4.0 / F.mse_loss(y, x))))
@@ -196,16 +201,41 @@ def main() -> None:
 
 @main.command()
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--megabytes", type=float, required=True, help="Budget for the copied files.")
+def pack(data_dir: Path, output: Path, megabytes: float) -> None:
+    """Copy an evenly spread subset of the training photos, as they are, within a byte budget.
+
+    For a machine the photos must be carried to (a lent GPU takes 64 MiB in all): every k-th file,
+    with k the smallest step whose files fit, so each source of the folder keeps its share.
+    """
+    files = list_images(data_dir)
+    budget = int(megabytes * 1e6)
+    sizes = [f.stat().st_size for f in files]
+    step = next((k for k in range(1, len(files) + 1) if sum(sizes[::k]) <= budget), None)
+    if step is None:
+        raise click.ClickException(f"{megabytes} MB holds not even one photo of {data_dir}")
+    output.mkdir(parents=True, exist_ok=True)
+    chosen = files[::step]
+    for path in chosen:
+        shutil.copyfile(path, output / path.name)
+    click.echo(f"{len(chosen)} of {len(files)} photos ({sum(sizes[::step]) / 1e6:.1f} MB) -> {output}")
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("--taef2", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--max-side", type=int, default=256, show_default=True, help="Window cut from each image.")
 @click.option("--every", type=int, default=1, show_default=True, help="Take every N-th image of the folder.")
 @click.option("--threads", type=int, default=2, show_default=True)
-def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, threads: int) -> None:
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, threads: int, device: str) -> None:
     """Encode every training image once with the frozen TAEF2 encoder."""
     torch.set_num_threads(threads)
     model = LatentControlGIC(LatentModelConfig())
     load_backbone(model, taef2)
+    model = model.to(device)
     started = time.time()
     built = LatentCache.build(model.eval(), data_dir, max_side, every)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -215,9 +245,22 @@ def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, 
 
 @main.command()
 @click.option("--cache-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.option("--taef2", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--taef2",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The pretrained backbone; needed only by a new run that has no --init-weights.",
+)
+@click.option(
+    "--init-weights",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A new run starts from these model v2 weights (an export) instead of TAEF2 and fresh adapters.",
+)
 @click.option("--metric-weights", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("--kodak", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--kodak",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder holding the validation images (kodim01, 08, 13, 23); without it there is no validation.",
+)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--stage", type=click.Choice(["latent", "pixel"]), required=True)
 @click.option("--steps", type=int, required=True, help="Train until this step (counted over both stages).")
@@ -232,7 +275,14 @@ def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, 
     "--decoder-lr-scale", type=float, default=0.1, show_default=True, help="Pixel stage: the decoder's rate / --lr."
 )
 @click.option("--validate-every", type=int, default=500, show_default=True)
+@click.option(
+    "--max-minutes",
+    type=float,
+    help="Also stop (saving, as at --steps) after this many minutes of training: for a lent machine's fixed time.",
+)
 @click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast: for CUDA (and CPUs with AMX), never other CPUs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--size",
@@ -244,6 +294,7 @@ def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, 
 def run(
     cache_file,
     taef2,
+    init_weights,
     metric_weights,
     kodak,
     run_dir,
@@ -256,7 +307,10 @@ def run(
     latent_weight,
     decoder_lr_scale,
     validate_every,
+    max_minutes,
     threads,
+    device,
+    bf16,
     seed,
     size,
 ) -> None:
@@ -265,9 +319,29 @@ def run(
     torch.manual_seed(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = run_dir / "checkpoint.pt"
-    config = LatentModelConfig.tiny() if size == "tiny" else LatentModelConfig()
-    model = LatentControlGIC(config)
-    load_backbone(model, taef2)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError(f"--device {device}: this torch sees no CUDA device")
+    resuming = checkpoint_path.exists()
+    if init_weights is not None and not resuming:
+        model = model_from_weights(init_weights)
+        config = model.config
+    else:
+        config = LatentModelConfig.tiny() if size == "tiny" else LatentModelConfig()
+        model = LatentControlGIC(config)
+        if not resuming:
+            if taef2 is None:
+                raise click.UsageError("a new run needs --taef2 (the pretrained backbone) or --init-weights")
+            load_backbone(model, taef2)
+    if resuming:
+        state = torch.load(checkpoint_path, weights_only=False, map_location="cpu")
+        # Layers added since the checkpoint (zero-initialised, so the network computes the same) start fresh.
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        if unexpected or any(not name.endswith("skip.weight") and not name.endswith("skip.bias") for name in missing):
+            raise click.ClickException(f"checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if missing:
+            click.echo(f"new zero-initialised layers: {', '.join(missing)}")
+    model = model.to(device)
     # channels_last: oneDNN convolutions on a CPU run faster in this layout than in the default one.
     model = model.to(memory_format=torch.channels_last)
     model.backbone_encoder.requires_grad_(False)
@@ -279,14 +353,7 @@ def run(
         groups.append({"params": list(model.backbone_decoder.parameters()), "lr": lr * decoder_lr_scale})
     optimiser = torch.optim.Adam(groups)
     step, rng = 0, np.random.default_rng(seed)
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=False)
-        # Layers added since the checkpoint (zero-initialised, so the network computes the same) start fresh.
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        if unexpected or any(not name.endswith("skip.weight") and not name.endswith("skip.bias") for name in missing):
-            raise click.ClickException(f"checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
-        if missing:
-            click.echo(f"new zero-initialised layers: {', '.join(missing)}")
+    if resuming:
         step = state["step"]
         if state["stage"] == stage:
             rng.bit_generator.state = state["rng"]
@@ -302,8 +369,8 @@ def run(
         click.echo(f"already at step {step}: nothing to do")
         return
     data = LatentCache.load(cache_file)
-    lpips = LPIPS.from_dir(metric_weights)
-    validate = Validation(model, kodak, lpips)
+    lpips = LPIPS.from_dir(metric_weights).to(device)
+    validate = Validation(model, kodak, lpips) if kodak is not None else None
     log = (run_dir / "log.jsonl").open("a")
 
     def save() -> None:
@@ -322,22 +389,16 @@ def run(
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     last_save, window, started = time.time(), [], time.time()
     model.train()
-    while step < steps and not stop:
+    deadline = time.time() + max_minutes * 60 if max_minutes is not None else math.inf
+    while step < steps and not stop and time.time() < deadline:
         latents, images = data.sample(rng, batch, crop, model)
-        latents = latents.contiguous(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-        masks = random_masks(rng, batch, crop // LATENT_STRIDE)
-        if stage == "latent":
-            loss = F.mse_loss(model.rebuild(latents, masks), latents)
-            parts = {"latent_mse": loss.item()}
-        else:
-            rebuilt, decoded = model(latents, masks)
-            mse = F.mse_loss(decoded, images)
-            distance = lpips(decoded, images).mean()
-            # The latent term keeps a direct signal on the adapters, which the decoder's gradients reach weakly.
-            latent_mse = F.mse_loss(rebuilt, latents)
-            loss = mse_weight * mse + distance + latent_weight * latent_mse
-            parts = {"mse": mse.item(), "lpips": distance.item(), "latent_mse": latent_mse.item()}
+        latents = latents.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        masks = [m.to(device) for m in random_masks(rng, batch, crop // LATENT_STRIDE)]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, parts = training_loss(
+                model, stage, latents, images, masks, lpips, mse_weight=mse_weight, latent_weight=latent_weight
+            )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -349,7 +410,7 @@ def run(
             log.write(json.dumps(record) + "\n")
             log.flush()
             window, started = [], time.time()
-        if step % validate_every == 0:
+        if validate is not None and step % validate_every == 0:
             log.write(json.dumps({"step": step, "stage": stage, **validate(model)}) + "\n")
             log.flush()
             started = time.time()
@@ -357,8 +418,46 @@ def run(
             save()
             last_save = time.time()
     save()
-    log.write(json.dumps({"step": step, "stage": stage, "final": True, **validate(model)}) + "\n")
+    if validate is not None:
+        log.write(json.dumps({"step": step, "stage": stage, "final": True, **validate(model)}) + "\n")
     log.close()
+
+
+def training_loss(
+    model: LatentControlGIC,
+    stage: str,
+    latents: torch.Tensor,
+    images: torch.Tensor,
+    masks: list[torch.Tensor],
+    lpips: LPIPS,
+    mse_weight: float,
+    latent_weight: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One batch's loss and its parts: latent MSE (stage latent), or weighted pixel MSE + LPIPS + latent MSE."""
+    if stage == "latent":
+        loss = F.mse_loss(model.rebuild(latents, masks).float(), latents)
+        return loss, {"latent_mse": loss.item()}
+    rebuilt, decoded = model(latents, masks)
+    rebuilt, decoded = rebuilt.float(), decoded.float()
+    mse = F.mse_loss(decoded, images)
+    distance = lpips(decoded, images).float().mean()
+    # The latent term keeps a direct signal on the adapters, which the decoder's gradients reach weakly.
+    latent_mse = F.mse_loss(rebuilt, latents)
+    loss = mse_weight * mse + distance + latent_weight * latent_mse
+    return loss, {"mse": mse.item(), "lpips": distance.item(), "latent_mse": latent_mse.item()}
+
+
+def model_from_weights(path: Path) -> LatentControlGIC:
+    """A trainable (float32) model v2 from an exported weights file, backbone included."""
+    try:
+        loaded = load_weights(path).network
+    except ModelError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not isinstance(loaded, LatentControlGIC):
+        raise click.ClickException(f"{path} holds model v1 weights; --init-weights takes model v2 weights")
+    model = LatentControlGIC(loaded.config)
+    model.load_state_dict({name: tensor.float() for name, tensor in loaded.state_dict().items()})
+    return model
 
 
 def count_group_usage(model: LatentControlGIC, data: LatentCache) -> dict[str, list[list[int]]]:
@@ -382,7 +481,7 @@ def count_group_usage(model: LatentControlGIC, data: LatentCache) -> dict[str, l
 def export(checkpoint: Path, cache_file: Path, output: Path, threads: int) -> None:
     """Freeze a checkpoint into a half-precision weights file with code-usage tables from the training latents."""
     torch.set_num_threads(threads)
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")
     config = LatentModelConfig.from_json(state["config"])
     model = LatentControlGIC(config)
     model.load_state_dict(state["model"])
