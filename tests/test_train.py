@@ -141,6 +141,10 @@ def test_pack_keeps_originals_when_they_fit(tmp_path):
     # The same folder gives the same pack, byte for byte.
     build_pack(folder, tmp_path / "again.tar", max_bytes=10_000_000)
     assert (tmp_path / "again.tar").read_bytes() == (tmp_path / "pack.tar").read_bytes()
+    # Every second image only: photo0 and photo2, as they are.
+    info = build_pack(folder, tmp_path / "half.tar", max_bytes=10_000_000, every=2)
+    with tarfile.open(tmp_path / "half.tar") as tar:
+        assert info.images == 2 and sorted(tar.getnames()) == ["PACK.json", "photo0.jpg", "photo2.jpg"]
 
 
 def test_pack_reencodes_to_fit_and_keeps_names(tmp_path):

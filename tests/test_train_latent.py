@@ -147,20 +147,6 @@ def test_a_run_starts_from_exported_weights_without_backbone_or_validation(setup
     assert torch.allclose(trained["model"][name], started[name].half().float())
 
 
-def test_pack_spreads_a_byte_budget_over_the_folder(tmp_path):
-    source = tmp_path / "photos"
-    source.mkdir()
-    for n in range(10):
-        (source / f"p{n}.jpg").write_bytes(bytes(1000))
-    out = invoke(["pack", "--data-dir", source, "-o", tmp_path / "packed", "--megabytes", 0.0045])
-    assert sorted(p.name for p in (tmp_path / "packed").iterdir()) == ["p0.jpg", "p3.jpg", "p6.jpg", "p9.jpg"]
-    assert "4 of 10 photos" in out
-    result = CliRunner().invoke(
-        main, ["pack", "--data-dir", str(source), "-o", str(tmp_path / "x"), "--megabytes", "0"]
-    )
-    assert result.exit_code == 1 and "not even one photo" in result.output
-
-
 def test_max_minutes_stops_a_run_and_saves(setup, tmp_path):
     root = setup
     cache = root / "cache-minutes.pt"

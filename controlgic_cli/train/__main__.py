@@ -112,12 +112,15 @@ def rank_tables(weights, data_dir, output, threads) -> None:
 @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), required=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="The .tar to write.")
 @click.option("--max-mb", type=float, default=48.0, show_default=True, help="Size limit in MB (10^6 bytes).")
-def pack(data_dir, output, max_mb) -> None:
+@click.option(
+    "--every", type=click.IntRange(min=1), default=1, show_default=True, help="Pack every N-th image (by name) only."
+)
+def pack(data_dir, output, max_mb, every) -> None:
     """Pack the training folder into one tar of at most --max-mb (for a lent GPU machine)."""
     from .pack import build_pack
 
     try:
-        info = build_pack(Path(data_dir), Path(output), int(max_mb * 1_000_000))
+        info = build_pack(Path(data_dir), Path(output), int(max_mb * 1_000_000), every)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"images": info.images, "bytes": info.bytes, "jpeg_quality": info.quality}))

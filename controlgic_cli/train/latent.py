@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -197,29 +196,6 @@ class Validation:
 @click.group()
 def main() -> None:
     """Train model v2: cache latents, then the latent and pixel stages."""
-
-
-@main.command()
-@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True)
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--megabytes", type=float, required=True, help="Budget for the copied files.")
-def pack(data_dir: Path, output: Path, megabytes: float) -> None:
-    """Copy an evenly spread subset of the training photos, as they are, within a byte budget.
-
-    For a machine the photos must be carried to (a lent GPU takes 64 MiB in all): every k-th file,
-    with k the smallest step whose files fit, so each source of the folder keeps its share.
-    """
-    files = list_images(data_dir)
-    budget = int(megabytes * 1e6)
-    sizes = [f.stat().st_size for f in files]
-    step = next((k for k in range(1, len(files) + 1) if sum(sizes[::k]) <= budget), None)
-    if step is None:
-        raise click.ClickException(f"{megabytes} MB holds not even one photo of {data_dir}")
-    output.mkdir(parents=True, exist_ok=True)
-    chosen = files[::step]
-    for path in chosen:
-        shutil.copyfile(path, output / path.name)
-    click.echo(f"{len(chosen)} of {len(files)} photos ({sum(sizes[::step]) / 1e6:.1f} MB) -> {output}")
 
 
 @main.command()
