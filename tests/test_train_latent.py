@@ -155,3 +155,24 @@ def test_max_minutes_stops_a_run_and_saves(setup, tmp_path):
     args += ["--size", "tiny", "--batch", 2, "--crop", 32, "--threads", 1, "--run-dir", tmp_path / "run"]
     invoke([*args, "--stage", "latent", "--steps", 1000, "--max-minutes", 0])
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 0
+
+
+def test_the_latent_probe_reports_rate_distortion_and_the_linear_bound(setup):
+    from controlgic_cli.train.latent_probe import main as probe
+
+    root = setup
+    cache = root / "cache-probe.pt"
+    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
+    args = ["--cache-file", cache, "--taef2", root / "taef2", "--metric-weights", root / "metric"]
+    args += ["--kodak", root / "kodak", "--levels", "3,3", "--groups", 2, "--steps", 2, "--width", 8]
+    for granularity, pixels_per_token in (("fine", 16), ("medium", 64), ("coarse", 256)):
+        result = CliRunner().invoke(probe, [str(a) for a in [*args, "--granularity", granularity]])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        record = json.loads(result.output)
+        assert record["raw_bpp"] == round(2 * np.log2(9) / pixels_per_token, 4)
+        assert 0 <= record["entropy_bpp"] <= record["raw_bpp"] + 1e-4
+        assert 0 < record["linear_bound"] <= 1 and record["held_latent_mse"] > 0
+        assert np.isfinite(record["validation_psnr"]) and record["validation_lpips"] >= 0
+    # 4 channels a token: a fine token holds 16 channels of each latent cell, a coarse one 4 of each 2x2 block's 128.
+    bad = CliRunner().invoke(probe, [str(a) for a in [*args, "--granularity", "fine", "--levels", "1,3"]])
+    assert bad.exit_code == 2 and "levels" in bad.output
