@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,10 @@ def test_pack_reencodes_to_fit_and_keeps_names(tmp_path):
 
 
 def test_init_weights_continues_the_recorded_history(tmp_path, image_dir, metric_weights):
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     Trainer(config(tmp_path / "first", image_dir, metric_weights, max_steps=2)).run()
+    # The trainer's stop handlers end with the run: this process can still be interrupted.
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
     export_weights(tmp_path / "first" / "checkpoint.pt", image_dir, tmp_path / "w.safetensors")
     shipped = load_weights(tmp_path / "w.safetensors").network.state_dict()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -153,8 +154,11 @@ def test_max_minutes_stops_a_run_and_saves(setup, tmp_path):
     invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
     args = ["run", "--cache-file", cache, "--taef2", root / "taef2", "--metric-weights", root / "metric"]
     args += ["--size", "tiny", "--batch", 2, "--crop", 32, "--threads", 1, "--run-dir", tmp_path / "run"]
+    before = signal.getsignal(signal.SIGTERM)
     invoke([*args, "--stage", "latent", "--steps", 1000, "--max-minutes", 0])
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 0
+    # The run's SIGTERM handler is gone with it: this process can still be stopped (a timeout, CI).
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_the_latent_probe_reports_rate_distortion_and_the_linear_bound(setup):

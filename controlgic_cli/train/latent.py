@@ -362,38 +362,43 @@ def run(
         os.replace(run_dir / "checkpoint.tmp", checkpoint_path)
 
     stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
-    last_save, window, started = time.time(), [], time.time()
-    model.train()
-    deadline = time.time() + max_minutes * 60 if max_minutes is not None else math.inf
-    while step < steps and not stop and time.time() < deadline:
-        latents, images = data.sample(rng, batch, crop, model)
-        latents = latents.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        masks = [m.to(device) for m in random_masks(rng, batch, crop // LATENT_STRIDE)]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss, parts = training_loss(
-                model, stage, latents, images, masks, lpips, mse_weight=mse_weight, latent_weight=latent_weight
-            )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        step += 1
-        window.append(parts)
-        if step % 50 == 0:
-            mean = {k: float(np.mean([p[k] for p in window])) for k in window[0]}
-            record = {"step": step, "stage": stage, **mean, "s_per_step": (time.time() - started) / len(window)}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            window, started = [], time.time()
-        if validate is not None and step % validate_every == 0:
-            log.write(json.dumps({"step": step, "stage": stage, **validate(model)}) + "\n")
-            log.flush()
-            started = time.time()
-        if time.time() - last_save > CHECKPOINT_SECONDS:
-            save()
-            last_save = time.time()
-    save()
+    # SIGTERM (a kill, a lent machine's end) stops at the next step and saves; the caller's handler comes
+    # back afterwards, so a process that runs this in-line (the tests) can still be stopped.
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        last_save, window, started = time.time(), [], time.time()
+        model.train()
+        deadline = time.time() + max_minutes * 60 if max_minutes is not None else math.inf
+        while step < steps and not stop and time.time() < deadline:
+            latents, images = data.sample(rng, batch, crop, model)
+            latents = latents.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            masks = [m.to(device) for m in random_masks(rng, batch, crop // LATENT_STRIDE)]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, parts = training_loss(
+                    model, stage, latents, images, masks, lpips, mse_weight=mse_weight, latent_weight=latent_weight
+                )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            step += 1
+            window.append(parts)
+            if step % 50 == 0:
+                mean = {k: float(np.mean([p[k] for p in window])) for k in window[0]}
+                record = {"step": step, "stage": stage, **mean, "s_per_step": (time.time() - started) / len(window)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                window, started = [], time.time()
+            if validate is not None and step % validate_every == 0:
+                log.write(json.dumps({"step": step, "stage": stage, **validate(model)}) + "\n")
+                log.flush()
+                started = time.time()
+            if time.time() - last_save > CHECKPOINT_SECONDS:
+                save()
+                last_save = time.time()
+        save()
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     if validate is not None:
         log.write(json.dumps({"step": step, "stage": stage, "final": True, **validate(model)}) + "\n")
     log.close()

@@ -376,13 +376,16 @@ class Trainer:
         self._stop = True
 
     def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._request_stop)
-        signal.signal(signal.SIGINT, self._request_stop)
+        # Stop requests end the run cleanly (a checkpoint); the caller's handlers come back afterwards,
+        # so a process that trains in-line (the tests, a notebook) can still be interrupted.
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         finished = False
         try:
             self._train()
             finished = True
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self._release_replicas(clean=finished)
 
     def _release_replicas(self, clean: bool) -> None:
