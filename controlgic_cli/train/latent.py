@@ -41,7 +41,12 @@ CHECKPOINT_SECONDS = 300
 
 def load_backbone(model: LatentControlGIC, taef2_dir: Path) -> None:
     """The pretrained TAEF2 tensors into the backbone encoder and decoder (strict)."""
-    for part, module in (("encoder", model.backbone_encoder), ("decoder", model.backbone_decoder)):
+    load_taef2(model.backbone_encoder, model.backbone_decoder, taef2_dir)
+
+
+def load_taef2(encoder: torch.nn.Module, decoder: torch.nn.Module, taef2_dir: Path) -> None:
+    """The pretrained TAEF2 tensors into a taef2_encoder() and a taef2_decoder() (strict)."""
+    for part, module in (("encoder", encoder), ("decoder", decoder)):
         tensors = load_file(str(taef2_dir / f"taef2_{part}.safetensors"))
         module.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
 

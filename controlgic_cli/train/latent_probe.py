@@ -26,7 +26,6 @@ import click
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
 from ..metrics.lpips import LPIPS
@@ -34,7 +33,7 @@ from ..model.fsq import GroupedFSQ
 from ..model.latent_network import ResBlock
 from ..model.taef2 import LATENT_CHANNELS, LATENT_STRIDE, taef2_decoder, taef2_encoder
 from .data import load_rgb
-from .latent import VALIDATION_IMAGES, LatentCache
+from .latent import VALIDATION_IMAGES, LatentCache, load_taef2
 
 # Token cells per latent cell along each side: fine 2 (H/4), medium 1 (H/8), coarse 1/2 (H/16).
 CELLS_PER_LATENT = {"fine": 2.0, "medium": 1.0, "coarse": 0.5}
@@ -158,8 +157,7 @@ def main(cache_file, taef2, metric_weights, kodak, granularity, levels, groups, 
     train_seconds = time.time() - started
 
     encoder, decoder = taef2_encoder(), taef2_decoder()
-    for part, module in (("encoder", encoder), ("decoder", decoder)):
-        module.load_state_dict(load_file(str(taef2 / f"taef2_{part}.safetensors")))
+    load_taef2(encoder, decoder, taef2)
     lpips = LPIPS.from_dir(metric_weights)
     pixels_per_token = (LATENT_STRIDE / CELLS_PER_LATENT[granularity]) ** 2
     probe.eval()
