@@ -25,10 +25,10 @@ TAEF2_DIR = SHARED / "pretrained" / "taef2"
 LEVELS = ("fine", "medium", "coarse")
 
 
-def build_tiny_v2_weights(path: Path, seed: int = 0) -> bytes:
+def build_tiny_v2_weights(path: Path, seed: int = 0, config: LatentModelConfig | None = None) -> bytes:
     """A tiny randomly initialised model v2 with skewed usage counts per FSQ group."""
     torch.manual_seed(seed)
-    network = LatentControlGIC(LatentModelConfig.tiny())
+    network = LatentControlGIC(config or LatentModelConfig.tiny())
     usage = {
         level: [[1 + 900 // (code + 1 + group) for code in range(q.codes_per_group)] for group in range(q.groups)]
         for level, q in zip(LEVELS, network.quantizers, strict=True)
@@ -113,6 +113,24 @@ def test_v2_weights_load_back_to_the_same_network(tiny_v2_weights):
     a, b = loaded.network.encode_indices(x), fresh.network.encode_indices(x)
     assert all(torch.equal(p, q) for p, q in zip(dataclasses.astuple(a), dataclasses.astuple(b), strict=True))
     assert a.fine.shape == (1, 8, 12, 2) and a.medium.shape == (1, 4, 6, 1) and a.coarse.shape == (1, 2, 3, 1)
+
+
+def test_each_granularity_can_have_levels_of_its_own(tmp_path):
+    config = dataclasses.replace(LatentModelConfig.tiny(), levels_by_granularity=((4, 3), (3, 3, 3), (2, 2, 2, 2)))
+    assert [q.codes_per_group for q in LatentControlGIC(config).quantizers] == [12, 27, 16]
+    build_tiny_v2_weights(tmp_path / "levels.safetensors", config=config)
+    loaded = load_weights(tmp_path / "levels.safetensors")
+    assert loaded.config == config and [len(t[0]) for t in loaded.code_usage.values()] == [12, 27, 16]
+    codec = Codec(tmp_path / "levels.safetensors", device="cpu")
+    image = synthetic_photo(48, 64, seed=4)
+    data = codec.encode(image, ratios=(0.3, 0.4, 0.3)).data
+    assert codec.decode_array(data)[0].shape == image.shape
+    # A config that does not use it keeps its exact text, and so the model ids of its weights.
+    assert "levels_by_granularity" not in LatentModelConfig.tiny().to_json()
+    with pytest.raises(ModelError, match="fewer than 2 levels"):
+        dataclasses.replace(config, levels_by_granularity=((4, 3), (1, 3), (2,)))
+    with pytest.raises(ModelError, match="3 granularities"):
+        dataclasses.replace(config, levels_by_granularity=((4, 3), (3, 3)))
 
 
 def test_v2_weights_with_a_wrong_group_table_are_refused(tmp_path):

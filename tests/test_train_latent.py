@@ -180,3 +180,25 @@ def test_the_latent_probe_reports_rate_distortion_and_the_linear_bound(setup):
     # 4 channels a token: a fine token holds 16 channels of each latent cell, a coarse one 4 of each 2x2 block's 128.
     bad = CliRunner().invoke(probe, [str(a) for a in [*args, "--granularity", "fine", "--levels", "1,3"]])
     assert bad.exit_code == 2 and "levels" in bad.output
+
+
+def test_a_new_run_takes_groups_and_levels_per_granularity_and_a_resumed_run_keeps_them(setup, tmp_path):
+    from controlgic_cli.model.latent_network import LatentModelConfig
+
+    root = setup
+    cache = root / "cache-levels.pt"
+    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
+    args = ["run", "--cache-file", cache, "--taef2", root / "taef2", "--metric-weights", root / "metric"]
+    args += ["--size", "tiny", "--batch", 2, "--crop", 32, "--threads", 1, "--run-dir", tmp_path / "run"]
+    invoke([*args, "--stage", "latent", "--steps", 1, "--groups", "1,2,2", "--levels-by-granularity", "4,3/3,3/2,2,2"])
+    invoke([*args, "--stage", "latent", "--steps", 2])  # resumed without the flags
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    config = LatentModelConfig.from_json(state["config"])
+    assert state["step"] == 2 and config.groups == (1, 2, 2)
+    assert config.granularity_levels == ((4, 3), (3, 3), (2, 2, 2))
+    bad = CliRunner().invoke(
+        main,
+        [str(a) for a in [*args[:-1], tmp_path / "new", "--stage", "latent"]]
+        + ["--steps", "1", "--levels-by-granularity", "4,3/1,3/2"],
+    )
+    assert bad.exit_code == 2 and "fewer than 2 levels" in bad.output

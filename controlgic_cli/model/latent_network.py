@@ -39,32 +39,54 @@ QUARTER_RESOLUTION_LAYER = 9
 
 @dataclass(frozen=True)
 class LatentModelConfig:
-    """Sizes of model v2. groups: FSQ groups per token (fine, medium, coarse); levels: per channel of a group."""
+    """Sizes of model v2. groups: FSQ groups per token (fine, medium, coarse); levels: per channel of a group.
+
+    levels_by_granularity, when set, gives each granularity (fine, medium, coarse) levels of its own
+    instead of `levels`: more channels of fewer levels keep more of the latent at the coarser grids.
+    """
 
     levels: tuple[int, ...] = (8, 5, 5, 5)
     groups: tuple[int, int, int] = (2, 2, 2)
     width: int = 160
     analysis_blocks: tuple[int, int, int] = (2, 1, 2)
     synthesis_blocks: int = 4
+    levels_by_granularity: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         if len(self.groups) != 3 or len(self.analysis_blocks) != 3 or min(self.groups) < 1 or self.width < 1:
             raise ModelError(f"latent model config is inconsistent: {self}")
+        if self.levels_by_granularity is not None and len(self.levels_by_granularity) != 3:
+            raise ModelError(f"latent model config needs levels for 3 granularities: {self}")
+        if any(not levels or min(levels) < 2 for levels in self.granularity_levels):
+            raise ModelError(f"latent model config has a channel of fewer than 2 levels: {self}")
+
+    @property
+    def granularity_levels(self) -> tuple[tuple[int, ...], ...]:
+        """The FSQ levels of each granularity (fine, medium, coarse)."""
+        return self.levels_by_granularity if self.levels_by_granularity is not None else (self.levels,) * 3
 
     @classmethod
     def tiny(cls) -> LatentModelConfig:
         return cls(levels=(4, 3), groups=(2, 1, 1), width=16, analysis_blocks=(1, 0, 0), synthesis_blocks=1)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        # An unset levels_by_granularity is left out, so configs that do not use it keep their exact text
+        # (it is part of a weights file, and so of its model id).
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> LatentModelConfig:
         try:
             raw = json.loads(text)
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+            return cls(**{k: _tuples(v) for k, v in raw.items()})
         except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise ModelError(f"latent model config is not valid: {exc}") from None
+
+
+def _tuples(value: object) -> object:
+    """JSON's lists back to the config's (nested) tuples."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 class ResBlock(nn.Module):
@@ -158,7 +180,9 @@ class LatentControlGIC(nn.Module):
     def __init__(self, config: LatentModelConfig):
         super().__init__()
         self.config = config
-        self.quantizers = nn.ModuleList(GroupedFSQ(config.levels, g) for g in config.groups)
+        self.quantizers = nn.ModuleList(
+            GroupedFSQ(levels, groups) for levels, groups in zip(config.granularity_levels, config.groups, strict=True)
+        )
         channels = tuple(q.channels for q in self.quantizers)
         self.backbone_encoder = taef2_encoder()
         self.analysis = Analysis(config, channels)

@@ -15,6 +15,7 @@ every few minutes and at exit, and log.jsonl; a killed run resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -272,6 +273,11 @@ def cache(data_dir: Path, taef2: Path, output: Path, max_side: int, every: int, 
     show_default=True,
     help="LatentModelConfig: the shipped sizes, or a tiny network for tests.",
 )
+@click.option("--groups", help="A new run's FSQ groups per token, fine,medium,coarse (e.g. 2,3,3).")
+@click.option(
+    "--levels-by-granularity",
+    help="A new run's FSQ levels for fine/medium/coarse, e.g. 8,5,5,5/3,3,3,3/3,3,3,3 (default: the same for all).",
+)
 def run(
     cache_file,
     taef2,
@@ -294,6 +300,8 @@ def run(
     bf16,
     seed,
     size,
+    groups,
+    levels_by_granularity,
 ) -> None:
     """Train (or resume) a run of one stage."""
     torch.set_num_threads(threads)
@@ -304,18 +312,23 @@ def run(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise click.UsageError(f"--device {device}: this torch sees no CUDA device")
     resuming = checkpoint_path.exists()
+    state = torch.load(checkpoint_path, weights_only=False, map_location="cpu") if resuming else None
     if init_weights is not None and not resuming:
         model = model_from_weights(init_weights)
         config = model.config
     else:
-        config = LatentModelConfig.tiny() if size == "tiny" else LatentModelConfig()
+        # A resumed run keeps the sizes it was started with; a new one takes --size and the overrides.
+        config = (
+            LatentModelConfig.from_json(state["config"])
+            if resuming
+            else new_run_config(size, groups, levels_by_granularity)
+        )
         model = LatentControlGIC(config)
         if not resuming:
             if taef2 is None:
                 raise click.UsageError("a new run needs --taef2 (the pretrained backbone) or --init-weights")
             load_backbone(model, taef2)
     if resuming:
-        state = torch.load(checkpoint_path, weights_only=False, map_location="cpu")
         # Layers added since the checkpoint (zero-initialised, so the network computes the same) start fresh.
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
         if unexpected or any(not name.endswith("skip.weight") and not name.endswith("skip.bias") for name in missing):
@@ -431,6 +444,20 @@ def training_loss(
     latent_mse = F.mse_loss(rebuilt, latents)
     loss = mse_weight * mse + distance + latent_weight * latent_mse
     return loss, {"mse": mse.item(), "lpips": distance.item(), "latent_mse": latent_mse.item()}
+
+
+def new_run_config(size: str, groups: str | None, levels_by_granularity: str | None) -> LatentModelConfig:
+    """--size's LatentModelConfig with --groups and --levels-by-granularity, when given, in place."""
+    config = LatentModelConfig.tiny() if size == "tiny" else LatentModelConfig()
+    try:
+        if groups is not None:
+            config = dataclasses.replace(config, groups=tuple(int(g) for g in groups.split(",")))
+        if levels_by_granularity is not None:
+            levels = tuple(tuple(int(v) for v in part.split(",")) for part in levels_by_granularity.split("/"))
+            config = dataclasses.replace(config, levels_by_granularity=levels)
+    except (ValueError, ModelError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--groups / --levels-by-granularity") from None
+    return config
 
 
 def model_from_weights(path: Path) -> LatentControlGIC:
