@@ -39,6 +39,20 @@ def setup(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def cache(setup):
+    """The training images' latents, cached once for the tests that train from them."""
+    path = setup / "cache-shared.pt"
+    invoke(["cache", "--data-dir", setup / "train", "--taef2", setup / "taef2", "-o", path, "--threads", 1])
+    return path
+
+
+def tiny_run(setup, cache, run_dir) -> list:
+    """`run` arguments for a tiny network from the shared cache, backbone from --taef2."""
+    args = ["run", "--cache-file", cache, "--taef2", setup / "taef2", "--metric-weights", setup / "metric"]
+    return [*args, "--size", "tiny", "--batch", 2, "--crop", 32, "--threads", 1, "--run-dir", run_dir]
+
+
 def invoke(args):
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -116,10 +130,8 @@ def test_synthetic_images_are_flat_colours_and_text():
     assert sum(c <= 8 for c in colours) >= 5 and max(colours) > 8
 
 
-def test_a_run_starts_from_exported_weights_without_backbone_or_validation(setup, tmp_path):
+def test_a_run_starts_from_exported_weights_without_backbone_or_validation(setup, cache, tmp_path):
     root = setup
-    cache = root / "cache-init.pt"
-    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
     common = ["--cache-file", cache, "--metric-weights", root / "metric", "--size", "tiny", "--batch", 2]
     common += ["--crop", 32, "--threads", 1]
     first = tmp_path / "first"
@@ -148,12 +160,8 @@ def test_a_run_starts_from_exported_weights_without_backbone_or_validation(setup
     assert torch.allclose(trained["model"][name], started[name].half().float())
 
 
-def test_max_minutes_stops_a_run_and_saves(setup, tmp_path):
-    root = setup
-    cache = root / "cache-minutes.pt"
-    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
-    args = ["run", "--cache-file", cache, "--taef2", root / "taef2", "--metric-weights", root / "metric"]
-    args += ["--size", "tiny", "--batch", 2, "--crop", 32, "--threads", 1, "--run-dir", tmp_path / "run"]
+def test_max_minutes_stops_a_run_and_saves(setup, cache, tmp_path):
+    args = tiny_run(setup, cache, tmp_path / "run")
     before = signal.getsignal(signal.SIGTERM)
     invoke([*args, "--stage", "latent", "--steps", 1000, "--max-minutes", 0])
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 0
@@ -161,12 +169,10 @@ def test_max_minutes_stops_a_run_and_saves(setup, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def test_the_latent_probe_reports_rate_distortion_and_the_linear_bound(setup):
+def test_the_latent_probe_reports_rate_distortion_and_the_linear_bound(setup, cache):
     from controlgic_cli.train.latent_probe import main as probe
 
     root = setup
-    cache = root / "cache-probe.pt"
-    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
     args = ["--cache-file", cache, "--taef2", root / "taef2", "--metric-weights", root / "metric"]
     args += ["--kodak", root / "kodak", "--levels", "3,3", "--groups", 2, "--steps", 2, "--width", 8]
     for granularity, pixels_per_token in (("fine", 16), ("medium", 64), ("coarse", 256)):
@@ -177,19 +183,15 @@ def test_the_latent_probe_reports_rate_distortion_and_the_linear_bound(setup):
         assert 0 <= record["entropy_bpp"] <= record["raw_bpp"] + 1e-4
         assert 0 < record["linear_bound"] <= 1 and record["held_latent_mse"] > 0
         assert np.isfinite(record["validation_psnr"]) and record["validation_lpips"] >= 0
-    # 4 channels a token: a fine token holds 16 channels of each latent cell, a coarse one 4 of each 2x2 block's 128.
+    # A channel of one level is no quantizer: a usage error naming --levels.
     bad = CliRunner().invoke(probe, [str(a) for a in [*args, "--granularity", "fine", "--levels", "1,3"]])
     assert bad.exit_code == 2 and "levels" in bad.output
 
 
-def test_a_new_run_takes_groups_and_levels_per_granularity_and_a_resumed_run_keeps_them(setup, tmp_path):
+def test_a_new_run_takes_groups_and_levels_per_granularity_and_a_resumed_run_keeps_them(setup, cache, tmp_path):
     from controlgic_cli.model.latent_network import LatentModelConfig
 
-    root = setup
-    cache = root / "cache-levels.pt"
-    invoke(["cache", "--data-dir", root / "train", "--taef2", root / "taef2", "-o", cache, "--threads", 1])
-    args = ["run", "--cache-file", cache, "--taef2", root / "taef2", "--metric-weights", root / "metric"]
-    args += ["--size", "tiny", "--batch", 2, "--crop", 32, "--threads", 1, "--run-dir", tmp_path / "run"]
+    args = tiny_run(setup, cache, tmp_path / "run")
     invoke([*args, "--stage", "latent", "--steps", 1, "--groups", "1,2,2", "--levels-by-granularity", "4,3/3,3/2,2,2"])
     invoke([*args, "--stage", "latent", "--steps", 2])  # resumed without the flags
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
