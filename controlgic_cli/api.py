@@ -2,7 +2,8 @@
 
     image -> SourceImage (image_io) -> pad to x16 -> indices of every cell (model)
           -> patch scores (measured: decoding errors, or planner: entropy) -> masks for the ratios (planner)
-          -> Huffman streams + packed masks (entropy_coder) -> .cgic (container)
+          -> Huffman streams + packed masks (entropy_coder)
+          -> colour correction fitted to the decoded plan (colour_correction) -> .cgic (container)
 
 Encoding is split in two so rate control can reuse one network pass:
 analyse() runs the network once; encode_analysis() turns an analysis plus
@@ -23,12 +24,16 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .coding import colour_correction
 from .coding.alpha_coding import pack_alpha, unpack_alpha
 from .coding.container import (
+    COLOUR_GREY,
+    COLOUR_GREY_ALPHA,
     CgicHeader,
     CgicSections,
     ImageMetadata,
     pack_alpha_record,
+    pack_correction_record,
     pack_file,
     pack_metadata,
     parse_file,
@@ -93,6 +98,7 @@ class Analysis:
     indices: tuple[np.ndarray, np.ndarray, np.ndarray]  # fine (H/4, W/4), medium, coarse
     alpha: bytes = b""  # the coded alpha plane (alpha_coding.py); empty for an opaque image
     planner: str = DEFAULT_PLANNER  # whose scores these are (a quality level's threshold is in their units)
+    colour_correction: bool = False  # files written from it carry a colour correction (version 6)
 
 
 def pad_to_block(image: np.ndarray) -> np.ndarray:
@@ -191,6 +197,11 @@ class Codec:
     def model_id(self) -> bytes:
         return self.model.model_id
 
+    @property
+    def corrects_colour(self) -> bool:
+        """Whether files from these weights carry a colour correction (version 6): model v1 with rank tables."""
+        return self.index_coding.rank_coded
+
     @functools.cached_property
     def quality_scale(self) -> QualityScale:
         """The quality levels of these weights (quality.py), read on first use; ModelError when they have none."""
@@ -204,8 +215,9 @@ class Codec:
         metadata=(),
         on_progress=None,
         planner: str = DEFAULT_PLANNER,
+        colour_correction: bool = True,
     ) -> Analysis:
-        return self.analyse_many([image], tune, metadata, on_progress, planner)[0]
+        return self.analyse_many([image], tune, metadata, on_progress, planner, colour_correction)[0]
 
     @_full_precision
     def analyse_many(
@@ -215,6 +227,7 @@ class Codec:
         metadata=(),
         on_progress=None,
         planner: str = DEFAULT_PLANNER,
+        colour_correction: bool = True,
     ) -> list[Analysis]:
         """analyse() of each image; same-size images go through the network together (the same results).
 
@@ -227,6 +240,9 @@ class Codec:
         (counting from 0 again) as the measured planner's passes do, per image.
         planner "measured" scores patches by decoding every granularity (three
         decoder passes); "entropy" by the paper's patch entropy (none).
+        colour_correction: files written from the analyses carry a colour
+        correction (version 6; weights with rank tables only), fitted to the
+        decoded plan: one decoder pass per file written.
         """
         _refuse_one_image(images, "analyse_many")
         check_tune_and_planner(tune, planner)
@@ -252,6 +268,7 @@ class Codec:
                 network_pass.indices,
                 pack_alpha(source.alpha) if source.alpha is not None else b"",
                 planner,
+                colour_correction and self.corrects_colour,
             )
             for source, rgb, network_pass in zip(sources, padded, passes, strict=True)
         ]
@@ -289,6 +306,7 @@ class Codec:
         """Write the file for an explicit plan; ratios_ppm only fills the (informational) header field."""
         fine, medium, coarse = analysis.indices
         coding = self.index_coding
+        correction = self._corrected_decode(analysis, plan)[1] if analysis.colour_correction else b""
         sections = CgicSections(
             masks=self.mask_coding.pack(plan.coarse, plan.medium),
             fine=coding.encode("fine", fine, plan.fine),
@@ -298,6 +316,7 @@ class Codec:
             rank_coded=coding.rank_coded,
             alpha=analysis.alpha,
             grouped=coding.grouped,
+            correction=correction,
         )
         source = analysis.source
         header = CgicHeader(
@@ -349,7 +368,9 @@ class Codec:
         source = image if isinstance(image, SourceImage) else load_image(image, options.metadata)
         if options.resize is not None:
             source = resize_source(source, options.resize)
-        analysis = self.analyse(source, options.tune, options.metadata, planner=options.planner)
+        analysis = self.analyse(
+            source, options.tune, options.metadata, planner=options.planner, colour_correction=options.colour_correction
+        )
         return self.encode_analysis_with(analysis, options)
 
     def encode_analysis_with(
@@ -377,6 +398,11 @@ class Codec:
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
         record_bytes = len(pack_alpha_record(analysis.alpha)) + len(pack_metadata(analysis.source.metadata))
+        if analysis.colour_correction:
+            source = analysis.source
+            record_bytes += len(
+                pack_correction_record(bytes(colour_correction.budget_bytes(source.width, source.height)))
+            )
         return rate_path(analysis.scores, analysis.indices, self.index_coding, self.mask_coding, record_bytes)
 
     def encode_to_target(
@@ -422,10 +448,20 @@ class Codec:
 
         With transparency, over the pixels that are not fully transparent (the others are never seen).
         """
-        plan = path.plan(step)
+        return _psnr_against(analysis.source, self._corrected_decode(analysis, path.plan(step))[0])
+
+    @_full_precision
+    def _corrected_decode(self, analysis: Analysis, plan: GranularityPlan) -> tuple[np.ndarray, bytes]:
+        """What decoding the file of this plan returns (RGB), and its colour-correction record (b"" when the
+        analysis asks for none): the correction is fitted to the decoded plan, so the encoder decodes once."""
         source = analysis.source
         rgb = self.network.decode(analysis.indices, plan.coarse, plan.medium)[: source.height, : source.width]
-        return _psnr_against(source, rgb)
+        if not analysis.colour_correction:
+            return rgb, b""
+        channels = 1 if source.colour_mode in (COLOUR_GREY, COLOUR_GREY_ALPHA) else 3
+        budget = colour_correction.budget_bytes(source.width, source.height)
+        record, corrected = colour_correction.fit(_coded_colour(source), rgb, budget, channels)
+        return corrected, record
 
     def measure_psnr(self, source: SourceImage, data: bytes) -> float:
         """PSNR of what decoding `data` returns against the image it was encoded from (as _psnr_at: grey as grey,
@@ -440,12 +476,17 @@ class Codec:
         tune: str = "perceptual",
         metadata=(),
         planner: str = DEFAULT_PLANNER,
+        colour_correction: bool = True,
     ) -> list[EncodeResult]:
         """Meet a mean bpp (total bits / total pixels) over a set, sharing one score threshold."""
-        EncodeOptions(dataset_bpp=target_bpp, tune=tune, metadata=metadata, planner=planner)  # checks them
+        EncodeOptions(  # checks them
+            dataset_bpp=target_bpp, tune=tune, metadata=metadata, planner=planner, colour_correction=colour_correction
+        )
         _refuse_one_image(images, "encode_dataset")
         analyses = [
-            image if isinstance(image, Analysis) else self.analyse(image, tune, metadata, planner=planner)
+            image
+            if isinstance(image, Analysis)
+            else self.analyse(image, tune, metadata, planner=planner, colour_correction=colour_correction)
             for image in list(images)
         ]
         paths = [self.rate_path(a) for a in analyses]
@@ -515,9 +556,14 @@ class Codec:
                 ("coarse", coarse_mask, sections.coarse),
             )
         ]
-        # The alpha plane first: a damaged one fails before the network runs.
+        # The records first: a damaged one fails before the network runs.
         alpha = unpack_alpha(sections.alpha, header.width, header.height) if sections.alpha else None
+        correction = (
+            colour_correction.unpack(sections.correction, header.width, header.height) if sections.correction else None
+        )
         rgb = self.network.decode(tuple(maps), coarse_mask, medium_mask, region=region)
+        if correction is not None:
+            rgb = colour_correction.apply(rgb, correction, region.top, region.left)
         if alpha is not None:
             alpha = np.ascontiguousarray(alpha[region.scaled(1)])
         return rgb, alpha, header, sections.metadata

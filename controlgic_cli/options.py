@@ -48,7 +48,9 @@ class EncodeOptions:
     tune: "perceptual" or "psnr" (Codec.analyse_many). planner: "measured" or
     "entropy". metadata: the kinds kept, some of "icc", "exif", "xmp" or
     "all" (a frozenset once created). resize: (width, height) before coding,
-    a side of 0 keeping the aspect ratio.
+    a side of 0 keeping the aspect ratio. colour_correction: send the
+    low-resolution colour correction (coding/colour_correction.py; weights with
+    rank tables), at one decoder pass more per encode.
     """
 
     ratios: tuple[float, float, float] | None = None
@@ -61,6 +63,7 @@ class EncodeOptions:
     planner: str = DEFAULT_PLANNER
     metadata: frozenset[str] = frozenset()
     resize: tuple[int, int] | None = None
+    colour_correction: bool = True
 
     def __post_init__(self):
         given = [name for name in TARGETS if getattr(self, name) is not None]
@@ -78,6 +81,8 @@ class EncodeOptions:
         object.__setattr__(self, "metadata", check_metadata_kinds(self.metadata))
         if self.resize is not None:
             object.__setattr__(self, "resize", _checked_resize(self.resize))
+        if not isinstance(self.colour_correction, bool):
+            raise OptionsError(f"colour_correction must be True or False, not {self.colour_correction!r}")
 
     @property
     def target(self) -> str:

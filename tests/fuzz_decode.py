@@ -28,6 +28,7 @@ from controlgic_cli.api import Codec
 from controlgic_cli.coding.container import HEADER_SIZE, ImageMetadata
 from controlgic_cli.errors import CgicError
 from controlgic_cli.io.image_io import load_image
+from controlgic_cli.options import EncodeOptions
 
 from .conftest import build_tiny_weights, synthetic_photo
 
@@ -102,13 +103,25 @@ def main() -> None:
         with_metadata = ImageMetadata(icc=b"\x00" * 40, exif=b"MM\x00\x2a" + bytes(12), xmp=b"<x:xmpmeta/>")
         source = dataclasses.replace(load_image(synthetic_photo(32, 48, seed=5)), metadata=with_metadata)
         seeds.append(plain_codec.encode(source, (0.3, 0.6, 0.1)).data)
+
+        def uncorrected(image, ratios) -> bytes:
+            return codec.encode_with(image, EncodeOptions(ratios=ratios, colour_correction=False)).data
+
         # Version 3 (neighbour-rank streams), with and without metadata records.
-        seeds.append(codec.encode(source, (0.3, 0.6, 0.1)).data)
-        seeds.append(codec.encode(synthetic_photo(48, 64, seed=6), (0.2, 0.5, 0.3)).data)
+        seeds.append(uncorrected(source, (0.3, 0.6, 0.1)))
+        seeds.append(uncorrected(synthetic_photo(48, 64, seed=6), (0.2, 0.5, 0.3)))
         # Version 4 (an alpha record before the metadata records), RGBA and grey with alpha.
         cutout = np.where(np.add.outer(np.arange(32), np.arange(48)) < 40, 255, 0).astype(np.uint8)
-        seeds.append(codec.encode(dataclasses.replace(source, alpha=cutout, colour_mode=3), (0.3, 0.6, 0.1)).data)
-        seeds.append(codec.encode(np.dstack([synthetic_photo(32, 48, seed=7)[..., 0], cutout]), (0.5, 0.4, 0.1)).data)
+        rgba_source = dataclasses.replace(source, alpha=cutout, colour_mode=3)
+        grey_alpha = np.dstack([synthetic_photo(32, 48, seed=7)[..., 0], cutout])
+        seeds.append(uncorrected(rgba_source, (0.3, 0.6, 0.1)))
+        seeds.append(uncorrected(grey_alpha, (0.5, 0.4, 0.1)))
+        # Version 6 (a colour-correction record first): RGB with metadata, RGB, RGBA, grey with alpha.
+        seeds.append(codec.encode(source, (0.3, 0.6, 0.1)).data)
+        seeds.append(codec.encode(synthetic_photo(48, 64, seed=8), (0.2, 0.5, 0.3)).data)
+        seeds.append(codec.encode(rgba_source, (0.3, 0.6, 0.1)).data)
+        seeds.append(codec.encode(grey_alpha, (0.5, 0.4, 0.1)).data)
+        assert [seed[4] for seed in seeds[-8:]] == [3, 3, 4, 4, 6, 6, 6, 6]
     rng = np.random.default_rng(args.seed)
     outcomes: collections.Counter[str] = collections.Counter()
     crashes, slowest = [], 0.0

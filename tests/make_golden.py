@@ -36,15 +36,20 @@ COMMON = ("--weights", WEIGHTS, "--device", "cpu", "-q", "-f")
 # name -> encode options. The entropy planner's scores are numpy arithmetic on the
 # pixels, so the masks do not depend on the CPU's convolution kernels.
 CASES = {
-    # RGB, sides not multiples of 16, fixed ratios: a version-3 file (rank tables).
-    "photo": ["--planner", "entropy", "--ratios", "0.3,0.6,0.1"],
+    # RGB, sides not multiples of 16, fixed ratios: a version-3 file (rank tables, no colour correction).
+    "photo": ["--planner", "entropy", "--ratios", "0.3,0.6,0.1", "--no-colour-correction"],
     # RGBA with partial transparency, rate control to a size: a version-4 file (alpha plane).
-    "cutout": ["--planner", "entropy", "--target-size", "230"],
+    "cutout": ["--planner", "entropy", "--target-size", "230", "--no-colour-correction"],
+    # The same photo with the default colour correction: a version-6 file.
+    "corrected": ["--planner", "entropy", "--ratios", "0.3,0.6,0.1"],
+    # The cutout with colour correction and alpha, rate control to a size: a version-6 file with both records.
+    "corrected-cutout": ["--planner", "entropy", "--target-size", "270"],
 }
+SOURCES = {"corrected": "photo", "corrected-cutout": "cutout"}  # cases that code another case's source
 
 
 def source_path(name: str) -> Path:
-    return GOLDEN / f"{name}.png"
+    return GOLDEN / f"{SOURCES.get(name, name)}.png"
 
 
 def cgic_path(name: str) -> Path:

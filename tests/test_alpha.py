@@ -21,11 +21,13 @@ from controlgic_cli.coding.container import (
     COLOUR_GREY_ALPHA,
     COLOUR_RGB_ALPHA,
     FORMAT_VERSION_ALPHA,
+    FORMAT_VERSION_CORRECTED,
     HEADER_SIZE,
     parse_file,
 )
 from controlgic_cli.errors import FormatError, ImageError
 from controlgic_cli.io.transparency import fill_invisible
+from controlgic_cli.options import EncodeOptions
 from controlgic_cli.planning.planner import PatchScores, weight_by_visibility
 
 from .conftest import synthetic_photo
@@ -194,8 +196,11 @@ def test_rgba_round_trips_with_exact_alpha(codec, height, width):
     rgba[0, 0, 3] = 100  # never all opaque
     result = codec.encode(rgba)
     header, sections = parse_file(result.data)
-    assert result.data[4] == FORMAT_VERSION_ALPHA and header.colour_mode == COLOUR_RGB_ALPHA
+    assert result.data[4] == FORMAT_VERSION_CORRECTED and header.colour_mode == COLOUR_RGB_ALPHA
     assert result.stats.section_bytes["alpha"] == 8 + len(sections.alpha)
+    uncorrected = codec.encode_with(rgba, EncodeOptions(colour_correction=False)).data
+    assert uncorrected[4] == FORMAT_VERSION_ALPHA
+    np.testing.assert_array_equal(codec.decode_array(uncorrected)[0][..., 3], rgba[..., 3])
     assert sum(result.stats.section_bytes.values()) == len(result.data)
     image = codec.decode(result.data)
     assert image.mode == "RGBA" and image.size == (width, height)
@@ -262,7 +267,7 @@ def test_cli_round_trip_keeps_alpha_and_info_shows_it(tmp_path, tiny_rank_weight
     assert back.mode == "RGBA"
     np.testing.assert_array_equal(np.asarray(back)[..., 3], np.asarray(Image.open(source))[..., 3])
     info = run(["info", tmp_path / "logo.cgic"])
-    assert info.exit_code == 0 and "cgic v4, 56x40 RGBA" in info.output and "alpha " in info.output
+    assert info.exit_code == 0 and "cgic v6, 56x40 RGBA" in info.output and "alpha " in info.output
 
 
 def test_cli_decode_to_jpeg_composites_over_white_and_says_so(tmp_path, tiny_rank_weights):

@@ -235,13 +235,15 @@ def test_info_checks_the_masks_and_lists_failures_in_json(tmp_path, weights, req
     assert [r["ok"] for r in records] == [True, False] and "mask" in records[1]["error"]
 
 
-def test_info_names_neighbour_rank_coding_of_version_3(tmp_path, tiny_rank_weights):
+@pytest.mark.parametrize(("flag", "version"), [("--colour-correction", 6), ("--no-colour-correction", 3)])
+def test_info_names_neighbour_rank_coding_of_versions_3_and_6(tmp_path, tiny_rank_weights, flag, version):
     src = save_png(tmp_path / "in.png", synthetic_photo(30, 50))
-    assert run(["encode", src, "--weights", tiny_rank_weights]).exit_code == 0
+    assert run(["encode", src, "--weights", tiny_rank_weights, flag]).exit_code == 0
     record = json.loads(run(["info", tmp_path / "in.cgic", "--json"]).stdout)
-    assert (record["format_version"], record["index_coding"]) == (3, "neighbour-rank")
+    assert (record["format_version"], record["index_coding"]) == (version, "neighbour-rank")
+    assert (record["section_bytes"]["correction"] > 0) == (version == 6)
     text = run(["info", tmp_path / "in.cgic"]).output
-    assert "cgic v3" in text and "neighbour-rank coded indices" in text
+    assert f"cgic v{version}" in text and "neighbour-rank coded indices" in text
 
 
 def test_target_options(tmp_path, tiny_weights):

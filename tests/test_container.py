@@ -188,9 +188,9 @@ def test_bad_magic_is_rejected(data):
         parse_file(data)
 
 
-@pytest.mark.parametrize("version", [0, 6, 255])
+@pytest.mark.parametrize("version", [0, 7, 255])
 def test_other_versions_are_rejected_before_anything_else(version):
-    message = rf"^unsupported \.cgic format version {version} \(this cgic reads versions 1, 2, 3, 4, 5\)$"
+    message = rf"^unsupported \.cgic format version {version} \(this cgic reads versions 1, 2, 3, 4, 5, 6\)$"
     with pytest.raises(FormatError, match=message):
         parse_file(spec_file(version=version))
     # Even a future file too short for a version-1 header names the version problem.
@@ -280,7 +280,7 @@ def test_alpha_needs_an_alpha_colour_mode_and_rank_coding_to_be_written():
         pack_file(SMALL_HEADER, with_alpha)
     with pytest.raises(OptionsError, match="needs an alpha plane"):
         pack_file(ALPHA_HEADER, dataclasses.replace(with_alpha, alpha=b""))
-    with pytest.raises(OptionsError, match="needs version 4 or 5 index streams"):
+    with pytest.raises(OptionsError, match="needs version 4, 5 or 6 index streams"):
         pack_file(ALPHA_HEADER, dataclasses.replace(with_alpha, rank_coded=False))
 
 

@@ -228,7 +228,11 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
     began = time.perf_counter()
     try:
         analyses = _codec(settings).analyse_many(
-            sources, settings.options.tune, on_progress=settings.progress, planner=settings.options.planner
+            sources,
+            settings.options.tune,
+            on_progress=settings.progress,
+            planner=settings.options.planner,
+            colour_correction=settings.options.colour_correction,
         )
     except (CgicError, OSError):
         analyses = [None] * len(sources)
@@ -237,7 +241,13 @@ def _analyse_together(sources: list[SourceImage], settings: EncodeSettings) -> t
 
 def _analyse_alone(codec, source: SourceImage, settings: EncodeSettings):
     options = settings.options
-    return codec.analyse(source, options.tune, on_progress=settings.progress, planner=options.planner)
+    return codec.analyse(
+        source,
+        options.tune,
+        on_progress=settings.progress,
+        planner=options.planner,
+        colour_correction=options.colour_correction,
+    )
 
 
 def _write_one(

@@ -19,6 +19,7 @@ import click
 
 from .. import __version__
 from ..batch.core import decode_file, default_jobs, run_ordered
+from ..coding import colour_correction
 from ..coding.alpha_coding import unpack_alpha
 from ..coding.container import (
     COLOUR_GREY,
@@ -239,6 +240,14 @@ def _check_quality_scale(codec, quality: float, planner: str, reporter: Reporter
     "to the pixels either way.",
 )
 @click.option(
+    "--colour-correction/--no-colour-correction",
+    default=True,
+    show_default=True,
+    help="Send a low-resolution colour correction fitted to the decoded image (a version-6 file; one byte per "
+    "thousand pixels, counted in every size target): flat colours keep their hue and photos gain 0.1-0.3 dB at "
+    "the same size. Off saves one decoder pass per file.",
+)
+@click.option(
     "--resize",
     type=ResizeType(),
     help="Resample each image to WIDTHxHEIGHT pixels before coding (Lanczos); a side of 0 keeps the aspect "
@@ -295,6 +304,7 @@ def encode(
     tune,
     planner,
     metadata,
+    colour_correction,
     resize,
     print_psnr,
     force,
@@ -327,6 +337,7 @@ def encode(
             planner=planner,
             metadata=metadata,
             resize=resize,
+            colour_correction=colour_correction,
         )
     except TargetConflict:
         raise click.UsageError(
@@ -458,6 +469,11 @@ def info(inputs, as_json, verbose) -> None:
             unpack_file_masks(sections.masks, header.width, header.height, sections.grouped_masks)
             if sections.alpha:
                 unpack_alpha(sections.alpha, header.width, header.height)
+            correction = (
+                colour_correction.unpack(sections.correction, header.width, header.height)
+                if sections.correction
+                else None
+            )
         except (CgicError, OSError) as exc:
             failures += 1
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -483,6 +499,7 @@ def info(inputs, as_json, verbose) -> None:
             "bpp": round(8 * len(data) / (header.width * header.height), 6),
             "section_bytes": section_bytes,
             "metadata": metadata,
+            "colour_correction": None if correction is None else {"block": correction.block, "step": correction.step},
         }
         if as_json:
             click.echo(json.dumps(record))
@@ -497,6 +514,8 @@ def info(inputs, as_json, verbose) -> None:
         )
         if metadata:
             click.echo("  metadata: " + ", ".join(f"{kind} {size} bytes" for kind, size in metadata.items()))
+        if correction is not None:
+            click.echo(f"  colour correction: {correction.block} px cells, steps of {correction.step} levels")
     if failures:
         sys.exit(1)
 

@@ -7,9 +7,11 @@ neighbour-rank coded (index_coding.py) and its masks grouped
 (mask_coding.py). Version 4 is version 3 with an alpha plane (alpha_coding.py)
 as the first record. Version 5 (model v2) has the layout of version 4, its
 alpha record present exactly when the colour mode has alpha, and its index
-streams group-coded (index_coding.GroupUsageCoding). This cgic reads all five
-and writes version 5 with model v2 weights; with model v1, version 3 (4 for
-images with transparency) when the weights carry rank tables, else 1 or 2.
+streams group-coded (index_coding.GroupUsageCoding). Version 6 is version 3
+with a colour-correction record (colour_correction.py) first, then the alpha
+record exactly when the colour mode has alpha. This cgic reads all six and
+writes version 5 with model v2 weights; with model v1, version 6 when the
+weights carry rank tables (3 or 4 when asked for no correction), else 1 or 2.
 
 docs/format.md is the specification; this module is its only implementation.
 Every length in a file is checked before it is used, and nothing is allocated
@@ -33,14 +35,16 @@ FORMAT_VERSION_METADATA = 2
 FORMAT_VERSION_RANK_CODED = 3
 FORMAT_VERSION_ALPHA = 4
 FORMAT_VERSION_GROUPED = 5
+FORMAT_VERSION_CORRECTED = 6
 READABLE_VERSIONS = (
     FORMAT_VERSION,
     FORMAT_VERSION_METADATA,
     FORMAT_VERSION_RANK_CODED,
     FORMAT_VERSION_ALPHA,
     FORMAT_VERSION_GROUPED,
+    FORMAT_VERSION_CORRECTED,
 )
-RANK_CODED_VERSIONS = (FORMAT_VERSION_RANK_CODED, FORMAT_VERSION_ALPHA)
+RANK_CODED_VERSIONS = (FORMAT_VERSION_RANK_CODED, FORMAT_VERSION_ALPHA, FORMAT_VERSION_CORRECTED)
 GROUPED_MASK_VERSIONS = (*RANK_CODED_VERSIONS, FORMAT_VERSION_GROUPED)  # masks in groups of four (mask_coding.py)
 HEADER_SIZE = 60
 MAX_DIMENSION = 65535
@@ -74,6 +78,7 @@ _GROUP_CODE_MAX_BITS = 16  # the longest code a Huffman code over 17 symbols can
 _RECORD_HEAD = struct.Struct("<4sI")
 METADATA_RECORD_TYPES = {"icc": b"ICCP", "exif": b"EXIF", "xmp": b"XMP "}
 ALPHA_RECORD_TYPE = b"ALPH"  # version 4: before the metadata records
+CORRECTION_RECORD_TYPE = b"CORR"  # version 6: the first record
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,8 @@ class CgicSections:
 
     rank_coded: version 3, whose index streams hold neighbour ranks, not indices, and whose masks are grouped.
     grouped: version 5, whose index streams hold FSQ groups (model v2) and whose masks are grouped.
-    alpha: the coded alpha plane (alpha_coding.py), empty for opaque images; versions 4 and 5 only.
+    alpha: the coded alpha plane (alpha_coding.py), empty for opaque images; versions 4, 5 and 6 only.
+    correction: the colour-correction record's bytes (colour_correction.py); version 6 only.
     """
 
     masks: bytes
@@ -131,6 +137,7 @@ class CgicSections:
     rank_coded: bool = False
     alpha: bytes = b""
     grouped: bool = False
+    correction: bytes = b""
 
     @property
     def grouped_masks(self) -> bool:
@@ -138,9 +145,12 @@ class CgicSections:
 
     @property
     def format_version(self) -> int:
-        """5 for group-coded streams, 4 with alpha, 3 for rank-coded streams; else 2 only with metadata, or 1."""
+        """5 for group-coded streams, 6 with a colour correction, 4 with alpha, 3 for rank-coded streams; else 2
+        only with metadata, or 1."""
         if self.grouped:
             return FORMAT_VERSION_GROUPED
+        if self.correction:
+            return FORMAT_VERSION_CORRECTED
         if self.alpha:
             return FORMAT_VERSION_ALPHA
         if self.rank_coded:
@@ -155,6 +165,7 @@ class CgicSections:
             "fine": len(self.fine),
             "medium": len(self.medium),
             "coarse": len(self.coarse),
+            "correction": len(pack_correction_record(self.correction)),
             "alpha": len(pack_alpha_record(self.alpha)),
             "metadata": len(pack_metadata(self.metadata)),
         }
@@ -203,16 +214,22 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
             f"{'needs' if not sections.alpha else 'has no place for'} an alpha plane"
         )
     if sections.alpha and not sections.grouped_masks:
-        raise OptionsError("cannot write .cgic file: an alpha plane needs version 4 or 5 index streams")
+        raise OptionsError("cannot write .cgic file: an alpha plane needs version 4, 5 or 6 index streams")
     if sections.rank_coded and sections.grouped:
         raise OptionsError("cannot write .cgic file: index streams are rank-coded or group-coded, not both")
+    if sections.correction and not sections.rank_coded:
+        raise OptionsError("cannot write .cgic file: a colour correction needs version 6 (rank-coded) index streams")
     smallest_masks, largest_masks = mask_section_size_range(header.width, header.height, sections.format_version)
     if not smallest_masks <= len(sections.masks) <= largest_masks:
         raise OptionsError(
             f"cannot write .cgic file: mask section of {len(sections.masks)} bytes is outside "
             f"{smallest_masks}..{largest_masks} for a {header.width}x{header.height} image"
         )
-    records = pack_alpha_record(sections.alpha) + pack_metadata(sections.metadata)
+    records = (
+        pack_correction_record(sections.correction)
+        + pack_alpha_record(sections.alpha)
+        + pack_metadata(sections.metadata)
+    )
     payload = sections.masks + sections.fine + sections.medium + sections.coarse + records
     fields = _HEADER_FIELDS.pack(
         MAGIC,
@@ -233,6 +250,11 @@ def pack_file(header: CgicHeader, sections: CgicSections) -> bytes:
     return fields + _HEADER_CRC.pack(zlib.crc32(fields)) + payload
 
 
+def pack_correction_record(correction: bytes) -> bytes:
+    """The colour-correction record (empty when there is none)."""
+    return _RECORD_HEAD.pack(CORRECTION_RECORD_TYPE, len(correction)) + correction if correction else b""
+
+
 def pack_alpha_record(alpha: bytes) -> bytes:
     """The alpha record (empty for an opaque image)."""
     return _RECORD_HEAD.pack(ALPHA_RECORD_TYPE, len(alpha)) + alpha if alpha else b""
@@ -248,27 +270,35 @@ def pack_metadata(metadata: ImageMetadata) -> bytes:
     return out
 
 
-def _parse_records(data: bytes, version: int, colour_mode: int) -> tuple[bytes, ImageMetadata]:
-    """Split the records after the index streams into the alpha plane (versions 4 and 5) and metadata.
+def _parse_records(data: bytes, version: int, colour_mode: int) -> tuple[bytes, bytes, ImageMetadata]:
+    """Split the records after the index streams into the colour correction (version 6), the alpha plane
+    (versions 4, 5 and 6) and metadata.
 
     Checks order, lengths and types: version 2 needs a metadata record, version
-    4 starts with exactly one alpha record, version 5 does when its colour
-    mode has alpha, and the others have none.
+    6 starts with exactly one colour-correction record, version 4 with exactly
+    one alpha record, versions 5 and 6 have one (after any correction) when
+    their colour mode has alpha, and the others have none.
     """
     if not data and version == FORMAT_VERSION_METADATA:
         raise FormatError("invalid .cgic file: version 2 without metadata records")
-    alpha = b""
-    if version == FORMAT_VERSION_ALPHA or (version == FORMAT_VERSION_GROUPED and colour_mode in ALPHA_COLOUR_MODES):
-        code, length = _RECORD_HEAD.unpack_from(data) if len(data) >= _RECORD_HEAD.size else (b"", 0)
-        if code != ALPHA_RECORD_TYPE:
-            raise FormatError(f"invalid .cgic file: version {version} without its alpha record")
-        if length == 0 or length > len(data) - _RECORD_HEAD.size:
-            raise FormatError(
-                f"invalid .cgic alpha record: says {length} bytes, {len(data) - _RECORD_HEAD.size} remain"
-            )
-        alpha = data[_RECORD_HEAD.size : _RECORD_HEAD.size + length]
-        data = data[_RECORD_HEAD.size + length :]
-    return alpha, _parse_metadata(data)
+    correction = alpha = b""
+    if version == FORMAT_VERSION_CORRECTED:
+        correction, data = _leading_record(data, CORRECTION_RECORD_TYPE, version, "colour-correction")
+    if version == FORMAT_VERSION_ALPHA or (
+        version in (FORMAT_VERSION_GROUPED, FORMAT_VERSION_CORRECTED) and colour_mode in ALPHA_COLOUR_MODES
+    ):
+        alpha, data = _leading_record(data, ALPHA_RECORD_TYPE, version, "alpha")
+    return correction, alpha, _parse_metadata(data)
+
+
+def _leading_record(data: bytes, code: bytes, version: int, name: str) -> tuple[bytes, bytes]:
+    """The bytes of the record of this type that `data` must start with, and what follows it."""
+    found, length = _RECORD_HEAD.unpack_from(data) if len(data) >= _RECORD_HEAD.size else (b"", 0)
+    if found != code:
+        raise FormatError(f"invalid .cgic file: version {version} without its {name} record")
+    if length == 0 or length > len(data) - _RECORD_HEAD.size:
+        raise FormatError(f"invalid .cgic {name} record: says {length} bytes, {len(data) - _RECORD_HEAD.size} remain")
+    return data[_RECORD_HEAD.size : _RECORD_HEAD.size + length], data[_RECORD_HEAD.size + length :]
 
 
 def _parse_metadata(data: bytes) -> ImageMetadata:
@@ -390,10 +420,10 @@ def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
         sections.append(data[offset : offset + length])
         offset += length
     masks, fine, medium, coarse = sections
-    alpha, metadata = (
+    correction, alpha, metadata = (
         _parse_records(data[offset:], version, header.colour_mode)
         if version != FORMAT_VERSION
-        else (b"", ImageMetadata())
+        else (b"", b"", ImageMetadata())
     )
     if bool(alpha) != (header.colour_mode in ALPHA_COLOUR_MODES):
         raise FormatError(
@@ -409,4 +439,5 @@ def parse_file(data: bytes) -> tuple[CgicHeader, CgicSections]:
         rank_coded=version in RANK_CODED_VERSIONS,
         alpha=alpha,
         grouped=version == FORMAT_VERSION_GROUPED,
+        correction=correction,
     )
