@@ -28,6 +28,7 @@ from ..coding.entropy_coder import empirical_entropy_bits
 from ..io.image_io import encode_image_file, list_image_files, load_image
 from ..metrics.distortion import psnr
 from ..planning.ratios import ratios_to_ppm
+from ..planning.tunes import DEFAULT_PLANNER, PLANNERS
 
 PRESETS = ((0.0, 0.5, 0.5), (0.0, 0.8, 0.2), (0.1, 0.8, 0.1), (0.3, 0.6, 0.1), (0.5, 0.4, 0.1), (0.9, 0.1, 0.0))
 GRANULARITIES = ("fine", "medium", "coarse")
@@ -63,13 +64,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_image(codec: Codec, path: Path, presets) -> list[dict]:
+def bench_image(
+    codec: Codec, path: Path, presets, planner: str = DEFAULT_PLANNER, colour_correction: bool = True
+) -> list[dict]:
     rows = []
     raw = path.read_bytes()
     for ratios in presets:
         started = time.perf_counter()
         source = load_image(raw)
-        analysis = codec.analyse(source)
+        analysis = codec.analyse(source, planner=planner, colour_correction=colour_correction)
         result = codec.encode_analysis(analysis, ratios_to_ppm(ratios))
         encode_seconds = time.perf_counter() - started
 
@@ -140,7 +143,9 @@ def summarise(rows: list[dict], presets) -> list[dict]:
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--json-out", type=click.Path(dir_okay=False), help="Write per-image rows and the summary here.")
 @click.option("--limit", type=int, default=0, help="Only the first N images (0: all).")
-def main(folder, weights, threads, json_out, limit) -> None:
+@click.option("--planner", type=click.Choice(PLANNERS), default=DEFAULT_PLANNER, show_default=True)
+@click.option("--colour-correction/--no-colour-correction", default=True, show_default=True)
+def main(folder, weights, threads, json_out, limit, planner, colour_correction) -> None:
     torch.set_num_threads(threads)
     files = list_image_files(folder)
     if limit:
@@ -151,7 +156,7 @@ def main(folder, weights, threads, json_out, limit) -> None:
     rss_after_load = peak_rss_mb()
     rows = []
     for path in files:
-        rows.extend(bench_image(codec, path, PRESETS))
+        rows.extend(bench_image(codec, path, PRESETS, planner, colour_correction))
         click.echo(
             f"{path.name}: " + ", ".join(f"{r['bpp']:.3f} bpp/{r['psnr']:.2f} dB" for r in rows[-len(PRESETS) :]),
             err=True,
@@ -165,6 +170,8 @@ def main(folder, weights, threads, json_out, limit) -> None:
         },
         "weights": str(codec.model.path.name),
         "model_id": codec.model_id.hex(),
+        "planner": planner,
+        "colour_correction": colour_correction,
         "images": len(files),
         "model_load_s": load_seconds,
         "peak_rss_mb_after_load": rss_after_load,
