@@ -33,7 +33,6 @@ from .coding.container import (
     CgicSections,
     ImageMetadata,
     pack_alpha_record,
-    pack_correction_record,
     pack_file,
     pack_metadata,
     parse_file,
@@ -303,10 +302,13 @@ class Codec:
         ratios_ppm: tuple[int, int, int],
         rate_controlled: bool = False,
     ) -> EncodeResult:
-        """Write the file for an explicit plan; ratios_ppm only fills the (informational) header field."""
+        """Write the file for an explicit plan; ratios_ppm only fills the (informational) header field.
+
+        With a colour correction, the file is packed once without it: the
+        record's budget is a share of those bytes (colour_correction.budget_bytes).
+        """
         fine, medium, coarse = analysis.indices
         coding = self.index_coding
-        correction = self._corrected_decode(analysis, plan)[1] if analysis.colour_correction else b""
         sections = CgicSections(
             masks=self.mask_coding.pack(plan.coarse, plan.medium),
             fine=coding.encode("fine", fine, plan.fine),
@@ -316,7 +318,6 @@ class Codec:
             rank_coded=coding.rank_coded,
             alpha=analysis.alpha,
             grouped=coding.grouped,
-            correction=correction,
         )
         source = analysis.source
         header = CgicHeader(
@@ -328,6 +329,10 @@ class Codec:
             rate_controlled=rate_controlled,
         )
         data = pack_file(header, sections)
+        if analysis.colour_correction:
+            budget = int(colour_correction.budget_bytes(len(data)))
+            sections = dataclasses.replace(sections, correction=self._corrected_decode(analysis, plan, budget)[1])
+            data = pack_file(header, sections)
         stats = EncodeStats(
             width=source.width,
             height=source.height,
@@ -398,12 +403,8 @@ class Codec:
     # ----- rate control ---------------------------------------------------------------
     def rate_path(self, analysis: Analysis) -> RatePath:
         record_bytes = len(pack_alpha_record(analysis.alpha)) + len(pack_metadata(analysis.source.metadata))
-        if analysis.colour_correction:
-            source = analysis.source
-            record_bytes += len(
-                pack_correction_record(bytes(colour_correction.budget_bytes(source.width, source.height)))
-            )
-        return rate_path(analysis.scores, analysis.indices, self.index_coding, self.mask_coding, record_bytes)
+        budget = colour_correction.budget_bytes if analysis.colour_correction else None
+        return rate_path(analysis.scores, analysis.indices, self.index_coding, self.mask_coding, record_bytes, budget)
 
     def encode_to_target(
         self,
@@ -448,18 +449,20 @@ class Codec:
 
         With transparency, over the pixels that are not fully transparent (the others are never seen).
         """
-        return _psnr_against(analysis.source, self._corrected_decode(analysis, path.plan(step))[0])
+        plan, budget = path.plan(step), path.correction_budget(step)
+        return _psnr_against(analysis.source, self._corrected_decode(analysis, plan, budget)[0])
 
     @_full_precision
-    def _corrected_decode(self, analysis: Analysis, plan: GranularityPlan) -> tuple[np.ndarray, bytes]:
-        """What decoding the file of this plan returns (RGB), and its colour-correction record (b"" when the
-        analysis asks for none): the correction is fitted to the decoded plan, so the encoder decodes once."""
+    def _corrected_decode(
+        self, analysis: Analysis, plan: GranularityPlan, budget: int | None
+    ) -> tuple[np.ndarray, bytes]:
+        """What decoding the file of this plan returns (RGB), and its colour-correction record of `budget`
+        bytes (b"" for None): the correction is fitted to the decoded plan, so the encoder decodes once."""
         source = analysis.source
         rgb = self.network.decode(analysis.indices, plan.coarse, plan.medium)[: source.height, : source.width]
-        if not analysis.colour_correction:
+        if budget is None:
             return rgb, b""
         channels = 1 if source.colour_mode in (COLOUR_GREY, COLOUR_GREY_ALPHA) else 3
-        budget = colour_correction.budget_bytes(source.width, source.height)
         record, corrected = colour_correction.fit(_coded_colour(source), rgb, budget, channels)
         return corrected, record
 

@@ -42,7 +42,7 @@ def squared_error(a: np.ndarray, b: np.ndarray) -> int:
 def test_the_fitted_record_round_trips_and_lowers_the_error(height, width):
     target = synthetic_photo(height, width, seed=3)
     decoded = drifted(target)
-    size = cc.budget_bytes(width, height)
+    size = max(32, width * height // 400)
     record, corrected = cc.fit(target, decoded, size)
     assert len(record) == size
     correction = cc.unpack(record, width, height)
@@ -56,7 +56,7 @@ def test_the_fitted_record_round_trips_and_lowers_the_error(height, width):
 def test_a_crop_gets_the_pixels_of_the_whole_image():
     target = synthetic_photo(150, 260, seed=5)
     decoded = drifted(target, seed=1)
-    record, whole = cc.fit(target, decoded, cc.budget_bytes(260, 150))
+    record, whole = cc.fit(target, decoded, 100)
     correction = cc.unpack(record, 260, 150)
     for top, left, bottom, right in [(0, 0, 150, 260), (37, 51, 149, 230), (100, 255, 101, 256)]:
         part = cc.apply(decoded[top:bottom, left:right], correction, top, left)
@@ -78,7 +78,7 @@ def test_the_offsets_interpolate_between_cell_centres():
 def test_grey_images_send_one_grid_for_all_channels():
     grey = np.repeat(synthetic_photo(64, 64, seed=2)[..., :1], 3, axis=2)
     decoded = drifted(grey)
-    record, corrected = cc.fit(grey, decoded, cc.budget_bytes(64, 64), channels=1)
+    record, corrected = cc.fit(grey, decoded, 32, channels=1)
     assert record[2] == 1
     grid = cc.unpack(record, 64, 64).grid
     assert (grid == grid[..., :1]).all()
@@ -149,7 +149,9 @@ def test_version_6_needs_its_record_and_rank_coded_streams(tiny_rank_weights):
     codec = Codec(tiny_rank_weights, device="cpu")
     data = codec.encode(synthetic_photo(32, 48, seed=1)).data
     header, sections = parse_file(data)
-    assert data[4] == FORMAT_VERSION_CORRECTED and len(sections.correction) == cc.budget_bytes(48, 32)
+    assert data[4] == FORMAT_VERSION_CORRECTED
+    # The record is 2 % of the rest of the file, at least 32 bytes.
+    assert len(sections.correction) == cc.budget_bytes(len(data) - 8 - len(sections.correction)) == 32
     without = pack_file(header, dataclasses.replace(sections, correction=b""))
     assert without[4] == 3  # the same streams without a record are version 3
     forged = bytearray(without)
@@ -173,13 +175,20 @@ def test_the_codec_decodes_what_the_encoder_measured(tiny_rank_weights):
     np.testing.assert_array_equal(crop, codec.decode_array(result.data)[0][5:35, 10:50])
 
 
+def test_the_budget_is_two_percent_of_the_rest_of_the_file():
+    assert cc.budget_bytes(0) == cc.budget_bytes(1600) == 32
+    assert cc.budget_bytes(1601) == 33 and cc.budget_bytes(20_000) == 400
+    np.testing.assert_array_equal(cc.budget_bytes(np.array([100, 5000, 20_050])), [32, 100, 401])
+
+
 def test_rate_control_counts_the_record(tiny_rank_weights):
     codec = Codec(tiny_rank_weights, device="cpu")
     image = synthetic_photo(64, 96, seed=7)
     for target in (0.3, 0.8):
         on = codec.encode_to_target(image, target_bpp=target)
         off = codec.encode_with(image, EncodeOptions(target_bpp=target, colour_correction=False))
-        assert on.stats.section_bytes["correction"] == 8 + cc.budget_bytes(96, 64)
+        record = on.stats.section_bytes["correction"]
+        assert record == 8 + cc.budget_bytes(len(on.data) - record)
         assert sum(on.stats.section_bytes.values()) == len(on.data)
         # Both meet the target as closely as their rate paths allow; the record's bytes come out of the tokens.
         assert sum(on.stats.token_counts) <= sum(off.stats.token_counts)

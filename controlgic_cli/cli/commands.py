@@ -243,9 +243,9 @@ def _check_quality_scale(codec, quality: float, planner: str, reporter: Reporter
     "--colour-correction/--no-colour-correction",
     default=True,
     show_default=True,
-    help="Send a low-resolution colour correction fitted to the decoded image (a version-6 file; one byte per "
-    "thousand pixels, counted in every size target): flat colours keep their hue and photos gain 0.1-0.3 dB at "
-    "the same size. Off saves one decoder pass per file.",
+    help="Send a low-resolution colour correction fitted to the decoded image (a version-6 file; 2 % of the "
+    "file, counted in every size target): flat colours keep their hue and photos gain PSNR at the same size. "
+    "Off saves one decoder pass per file.",
 )
 @click.option(
     "--resize",

@@ -5,8 +5,8 @@ too dark, a flat saturated colour decoded with the wrong hue. A grid of
 per-channel offsets, one per block of 16 to 128 pixels, interpolated
 bilinearly and added to the decoded image, removes most of it for a few
 hundred bytes. The encoder knows both images, so it fits the grid and sends
-it; rate control counts a fixed budget for it (`budget_bytes`), which keeps
-the size of every file known before the decoder runs.
+it; its size is a fixed share of the rest of the file (`budget_bytes`), which
+keeps the size of every file known before the decoder runs.
 
 Record layout (all in the record's `length` bytes):
   byte 0   log2 of the block size, 4..7 (16..128 px), or 0: no correction
@@ -25,7 +25,6 @@ This module needs only numpy.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,18 +34,23 @@ from ..errors import FormatError
 BLOCK_SHIFTS = (4, 5, 6, 7)  # 16..128 px
 STEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 MAX_ORDER = 3
+REFINEMENTS = 2
 _HEAD_SIZE = 4
 _MAX_PREFIX = 24  # no offset of a valid grid needs a longer Exp-Golomb prefix
 _BAND_ROWS = 256  # rows of the image corrected at a time, to bound the integer work arrays
 
 
-def budget_bytes(width: int, height: int) -> int:
-    """The record's size for an image: one byte per thousand pixels (0.008 bpp), at least 32.
+BUDGET_PERCENT = 2
 
-    On eight Kodak images the correction this budget allows added 0.12-0.27 dB
-    over spending the same bytes on tokens (docs/format.md §14).
+
+def budget_bytes(other_bytes):
+    """The record's size for a file whose other parts (header, masks, streams, other records) take
+    `other_bytes`: 2 % of them, at least 32 bytes. Works on numpy integer arrays too (rate control).
+
+    A share rather than a fixed size: a token's bytes are worth more at low
+    rates, where the correction should take less of them (docs/format.md §15).
     """
-    return max(32, math.ceil(width * height / 1000))
+    return np.maximum(32, (other_bytes * BUDGET_PERCENT + 99) // 100)
 
 
 # ----- the grid and its interpolation -------------------------------------------------------------
@@ -233,29 +237,60 @@ def fit(target: np.ndarray, decoded: np.ndarray, size: int, channels: int = 3) -
 
     For each block size, the finest step whose grid of block means fits the
     budget; of those, the one with the smallest squared error after
-    correction, or no correction when none helps. Grey images (channels=1)
-    send one grid for all three channels.
+    correction, or no correction when none helps. That grid is then refined
+    (REFINEMENTS times) by adding the block means of the error left after
+    correcting, which makes up for the interpolation and for the values
+    clipped at 0 and 255 (a flat pure colour's noise is half clipped). Grey
+    images (channels=1) send one grid for all three channels.
     """
-    height, width = target.shape[:2]
     difference = target.astype(np.float64) - decoded
-    if channels == 1:
-        difference = difference.mean(axis=2, keepdims=True)
     best_error = _squared_error(target, decoded)
-    best = no_correction(size), decoded
+    best = None
     for shift in BLOCK_SHIFTS:
         block = 1 << shift
-        means = _block_means(difference, block)
+        means = _block_means(_channel_mean(difference, channels), block)
         for step in STEPS:
-            grid = np.clip(np.round(means / step), -(255 // step), 255 // step).astype(np.int64)
+            grid = _quantised(means, step)
             if _coded_size(grid)[0] > size:
                 continue
-            full = np.repeat(grid, 3, axis=2) if channels == 1 else grid
-            corrected = apply(decoded, Correction(full, step, block))
+            corrected = apply(decoded, Correction(_three_channels(grid), step, block))
             error = _squared_error(target, corrected)
             if error < best_error:
-                best_error, best = error, (pack(grid, step, block, size), corrected)
+                best_error, best = error, (grid, step, block, corrected)
             break
-    return best
+    if best is None:
+        return no_correction(size), decoded
+    grid, step, block, corrected = best
+    for _ in range(REFINEMENTS):
+        residual = _block_means(_channel_mean(target.astype(np.float64) - corrected, channels), block)
+        # Larger offsets may need a coarser step to fit.
+        fitting = (
+            (refined, coarser)
+            for coarser in STEPS[STEPS.index(step) :]
+            if _coded_size(refined := _quantised(grid * step + residual, coarser))[0] <= size
+        )
+        refined, refined_step = next(fitting, (None, step))
+        if refined is None:
+            break
+        refined_image = apply(decoded, Correction(_three_channels(refined), refined_step, block))
+        error = _squared_error(target, refined_image)
+        if error >= best_error:
+            break
+        grid, step, corrected, best_error = refined, refined_step, refined_image, error
+    return pack(grid, step, block, size), corrected
+
+
+def _channel_mean(values: np.ndarray, channels: int) -> np.ndarray:
+    return values.mean(axis=2, keepdims=True) if channels == 1 else values
+
+
+def _three_channels(grid: np.ndarray) -> np.ndarray:
+    return np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid
+
+
+def _quantised(offsets: np.ndarray, step: int) -> np.ndarray:
+    """Offsets in levels -> whole steps, within what a record may hold (|q| x step <= 255)."""
+    return np.clip(np.round(offsets / step), -(255 // step), 255 // step).astype(np.int64)
 
 
 def _block_means(values: np.ndarray, block: int) -> np.ndarray:

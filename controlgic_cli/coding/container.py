@@ -76,6 +76,7 @@ _COARSE_CELL = 16
 _GROUP_CODE_MAX_BITS = 16  # the longest code a Huffman code over 17 symbols can have
 # Metadata records (version 2): type, then uint32 length, then the bytes.
 _RECORD_HEAD = struct.Struct("<4sI")
+RECORD_HEAD_SIZE = _RECORD_HEAD.size
 METADATA_RECORD_TYPES = {"icc": b"ICCP", "exif": b"EXIF", "xmp": b"XMP "}
 ALPHA_RECORD_TYPE = b"ALPH"  # version 4: before the metadata records
 CORRECTION_RECORD_TYPE = b"CORR"  # version 6: the first record

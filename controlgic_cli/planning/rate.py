@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..coding.container import HEADER_SIZE
+from ..coding.container import HEADER_SIZE, RECORD_HEAD_SIZE
 from ..coding.index_coding import UsageCoding
 from ..coding.mask_coding import BitMasks
 from .planner import GranularityPlan, PatchScores
@@ -78,6 +78,11 @@ class RatePath(RateSummary):
     events: np.ndarray
     step_events: np.ndarray  # events done by each step
     coarse_shape: tuple[int, int]
+    correction_budgets: np.ndarray  # int64 data bytes of the colour-correction record at each step (0: none)
+
+    def correction_budget(self, step: int) -> int | None:
+        """The colour-correction record's data size in the file at `step`, or None for files without one."""
+        return int(self.correction_budgets[step]) or None
 
     def _released(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= step <= self.steps:
@@ -119,8 +124,13 @@ def rate_path(
     coding: UsageCoding,
     masks: BitMasks,
     record_bytes: int = 0,
+    correction_budget: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> RatePath:
-    """The path of one image; record_bytes: the file's alpha and metadata records, the same at every step."""
+    """The path of one image; record_bytes: the file's alpha and metadata records, the same at every step.
+
+    correction_budget: for files with a colour-correction record, its data size given the bytes of
+    everything else (colour_correction.budget_bytes); the record then counts at every step.
+    """
     fine_idx, medium_idx, coarse_idx = indices
     h16, w16 = scores.coarse.shape
     h8, w8 = scores.medium.shape
@@ -168,10 +178,15 @@ def rate_path(
     ]
     mask_bytes = masks.bytes_over_time(released_at.reshape(h16, w16), fine_from, times)
     size_at = HEADER_SIZE + record_bytes + mask_bytes + sum(stream_bytes)
+    budgets = np.zeros_like(size_at)
+    if correction_budget is not None:
+        budgets = correction_budget(size_at)
+        size_at = size_at + RECORD_HEAD_SIZE + budgets
     sizes = size_at[step_events]
 
     return RatePath(
         sizes=sizes.astype(np.int64),
+        correction_budgets=budgets[step_events].astype(np.int64),
         step_thresholds=thresholds[events][step_events[1:] - 1].astype(np.float32),
         events=events.astype(np.int32),
         step_events=step_events,
