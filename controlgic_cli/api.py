@@ -304,8 +304,8 @@ class Codec:
     ) -> EncodeResult:
         """Write the file for an explicit plan; ratios_ppm only fills the (informational) header field.
 
-        With a colour correction, the file is packed once without it: the
-        record's budget is a share of those bytes (colour_correction.budget_bytes).
+        With a colour correction, the record's budget is a share of the bytes of
+        the rest of the file (colour_correction.budget_bytes).
         """
         fine, medium, coarse = analysis.indices
         coding = self.index_coding
@@ -328,11 +328,10 @@ class Codec:
             model_id=self.model_id,
             rate_controlled=rate_controlled,
         )
-        data = pack_file(header, sections)
         if analysis.colour_correction:
-            budget = int(colour_correction.budget_bytes(len(data)))
+            budget = int(colour_correction.budget_bytes(sum(sections.sizes().values())))
             sections = dataclasses.replace(sections, correction=self._corrected_decode(analysis, plan, budget)[1])
-            data = pack_file(header, sections)
+        data = pack_file(header, sections)
         stats = EncodeStats(
             width=source.width,
             height=source.height,
