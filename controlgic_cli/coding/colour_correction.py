@@ -80,12 +80,15 @@ def _axis_weights(start: int, stop: int, block: int, cells: int) -> tuple[np.nda
 
 
 def offsets(grid: np.ndarray, step: int, block: int, rows: slice, columns: slice) -> np.ndarray:
-    """The integer offsets (rows, columns, channels) the grid adds to those pixels (round half up)."""
+    """The integer offsets (rows, columns, channels) the grid adds to those pixels (round half up).
+
+    int32 is exact here: |q| x step <= 255, so 2 x step x total <= 2 x (2 x 128)^2 x 255, about 3.3e7.
+    """
     cells_y, cells_x, _ = grid.shape
     denominator = (2 * block) ** 2
     y0, y1, wy = _axis_weights(rows.start, rows.stop, block, cells_y)
     x0, x1, wx = _axis_weights(columns.start, columns.stop, block, cells_x)
-    grid = grid.astype(np.int64)
+    grid, wx, wy = grid.astype(np.int32), wx.astype(np.int32), wy.astype(np.int32)
     along_x = grid[:, x0] * (2 * block - wx)[None, :, None] + grid[:, x1] * wx[None, :, None]
     total = along_x[y0] * (2 * block - wy)[:, None, None] + along_x[y1] * wy[:, None, None]
     return (2 * step * total + denominator) // (2 * denominator)
@@ -99,7 +102,7 @@ def apply(rgb: np.ndarray, correction: Correction, top: int = 0, left: int = 0) 
         stop = min(height, band + _BAND_ROWS)
         rows, columns = slice(top + band, top + stop), slice(left, left + width)
         shift = offsets(correction.grid, correction.step, correction.block, rows, columns)
-        out[band:stop] = np.clip(rgb[band:stop].astype(np.int64) + shift, 0, 255)
+        out[band:stop] = np.clip(rgb[band:stop].astype(np.int32) + shift, 0, 255)
     return out
 
 
@@ -243,12 +246,15 @@ def fit(target: np.ndarray, decoded: np.ndarray, size: int, channels: int = 3) -
     clipped at 0 and 255 (a flat pure colour's noise is half clipped). Grey
     images (channels=1) send one grid for all three channels.
     """
-    difference = target.astype(np.float64) - decoded
+    smallest = 1 << BLOCK_SHIFTS[0]
+    cell_sums, cell_counts = _cell_sums(target.astype(np.int32) - decoded, smallest, channels)
     best_error = _squared_error(target, decoded)
     best = None
     for shift in BLOCK_SHIFTS:
         block = 1 << shift
-        means = _block_means(_channel_mean(difference, channels), block)
+        # Sums of larger cells from those of the smallest: one pass over the pixels, the same integers.
+        sums, counts = (_pooled(totals, block // smallest) for totals in (cell_sums, cell_counts))
+        means = sums / counts
         for step in STEPS:
             grid = _quantised(means, step)
             if _coded_size(grid)[0] > size:
@@ -262,7 +268,7 @@ def fit(target: np.ndarray, decoded: np.ndarray, size: int, channels: int = 3) -
         return no_correction(size), decoded
     grid, step, block, corrected = best
     for _ in range(REFINEMENTS):
-        residual = _block_means(_channel_mean(target.astype(np.float64) - corrected, channels), block)
+        residual = _cell_means(target.astype(np.int32) - corrected, block, channels)
         # Larger offsets may need a coarser step to fit.
         fitting = (
             (refined, coarser)
@@ -280,10 +286,6 @@ def fit(target: np.ndarray, decoded: np.ndarray, size: int, channels: int = 3) -
     return pack(grid, step, block, size), corrected
 
 
-def _channel_mean(values: np.ndarray, channels: int) -> np.ndarray:
-    return values.mean(axis=2, keepdims=True) if channels == 1 else values
-
-
 def _three_channels(grid: np.ndarray) -> np.ndarray:
     return np.repeat(grid, 3, axis=2) if grid.shape[2] == 1 else grid
 
@@ -293,17 +295,34 @@ def _quantised(offsets: np.ndarray, step: int) -> np.ndarray:
     return np.clip(np.round(offsets / step), -(255 // step), 255 // step).astype(np.int64)
 
 
-def _block_means(values: np.ndarray, block: int) -> np.ndarray:
-    """Mean of each block x block cell of an (H, W, C) array; edge cells average the pixels they hold."""
-    height, width, channels = values.shape
-    cells_y, cells_x = _grid_shape(width, height, block)
-    sums = np.zeros((cells_y * block, cells_x * block, channels))
-    counts = np.zeros((cells_y * block, cells_x * block, 1))
-    sums[:height, :width] = values
-    counts[:height, :width] = 1
-    shape = (cells_y, block, cells_x, block)
-    return sums.reshape(*shape, channels).sum(axis=(1, 3)) / counts.reshape(*shape, 1).sum(axis=(1, 3))
+def _cell_sums(difference: np.ndarray, block: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums over each block x block cell of an integer (H, W, 3) array, per channel or (channels=1) over all
+    three, and the number of values in each (edge cells hold fewer pixels); both int64 (cells_y, cells_x, 1 or 3)."""
+    height, width = difference.shape[:2]
+    if channels == 1:
+        difference = difference.sum(axis=2, keepdims=True)
+    row_starts, column_starts = np.arange(0, height, block), np.arange(0, width, block)
+    sums = np.add.reduceat(np.add.reduceat(difference, row_starts, axis=0, dtype=np.int64), column_starts, axis=1)
+    counts = np.minimum(block, height - row_starts)[:, None] * np.minimum(block, width - column_starts)[None, :]
+    return sums, (counts * (3 if channels == 1 else 1))[..., None].astype(np.int64)
 
 
-def _squared_error(target: np.ndarray, image: np.ndarray) -> float:
-    return float(np.square(target.astype(np.int64) - image).sum())
+def _pooled(totals: np.ndarray, factor: int) -> np.ndarray:
+    """Totals of factor x factor groups of cells (the last row and column of groups may hold fewer)."""
+    cells_y, cells_x, channels = totals.shape
+    padded = np.zeros((-(-cells_y // factor) * factor, -(-cells_x // factor) * factor, channels), totals.dtype)
+    padded[:cells_y, :cells_x] = totals
+    return padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor, channels).sum(
+        axis=(1, 3)
+    )
+
+
+def _cell_means(difference: np.ndarray, block: int, channels: int) -> np.ndarray:
+    """Mean of each block x block cell (see _cell_sums). Integer sums, so the means do not depend on
+    summation order."""
+    sums, counts = _cell_sums(difference, block, channels)
+    return sums / counts
+
+
+def _squared_error(target: np.ndarray, image: np.ndarray) -> int:
+    return int(np.square(target.astype(np.int32) - image).sum(dtype=np.int64))
