@@ -63,6 +63,18 @@ def test_save_passes_the_tune(default_to_tiny, tiny_weights):
     assert buffer.getvalue() != Codec(tiny_weights, "cpu").encode(image, (0.3, 0.6, 0.1)).data
 
 
+def test_save_passes_the_colour_correction_choice(monkeypatch, tiny_rank_weights):
+    monkeypatch.setenv("CGIC_WEIGHTS", str(tiny_rank_weights))
+    get_codec.cache_clear()
+    try:
+        for choice, version in ((True, 6), (False, 3)):
+            buffer = io.BytesIO()
+            Image.fromarray(synthetic_photo(32, 48, seed=3)).save(buffer, format="CGIC", colour_correction=choice)
+            assert buffer.getvalue()[4] == version
+    finally:
+        get_codec.cache_clear()
+
+
 def test_damaged_file_raises_a_clear_unidentified_image_error(default_to_tiny, tmp_path):
     path = tmp_path / "x.cgic"
     Image.fromarray(synthetic_photo(32, 32)).save(path)
