@@ -63,6 +63,15 @@ def test_a_crop_gets_the_pixels_of_the_whole_image():
         np.testing.assert_array_equal(part, whole[top:bottom, left:right])
 
 
+def test_tall_images_are_corrected_band_by_band_as_in_one_piece():
+    rng = np.random.default_rng(1)
+    grid = rng.integers(-40, 41, (-(-600 // 16), 3, 3))
+    correction = cc.Correction(grid, step=3, block=16)
+    decoded = rng.integers(0, 256, (600, 40, 3), dtype=np.uint8)
+    whole = np.clip(decoded + cc.offsets(grid, 3, 16, slice(0, 600), slice(0, 40)), 0, 255)
+    np.testing.assert_array_equal(cc.apply(decoded, correction), whole)  # 600 rows: three bands of 256
+
+
 def test_the_offsets_interpolate_between_cell_centres():
     grid = np.zeros((2, 2, 3), np.int64)
     grid[:, 1] = 4  # the right column of cells: +4 steps
