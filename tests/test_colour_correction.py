@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +62,17 @@ def test_a_crop_gets_the_pixels_of_the_whole_image():
     for top, left, bottom, right in [(0, 0, 150, 260), (37, 51, 149, 230), (100, 255, 101, 256)]:
         part = cc.apply(decoded[top:bottom, left:right], correction, top, left)
         np.testing.assert_array_equal(part, whole[top:bottom, left:right])
+
+
+def test_the_worked_example_of_the_format_spec():
+    """docs/format.md §15's example record, byte for byte, and what it does to a 16x16 image."""
+    record = bytes.fromhex("04 04 03 05 6e 00 00 00")
+    assert cc.pack(np.array([[[-2, 1, 0]]]), step=4, block=16, size=8) == record
+    correction = cc.unpack(record, 16, 16)
+    grey = np.full((16, 16, 3), 100, np.uint8)
+    assert (cc.apply(grey, correction).reshape(-1, 3) == (92, 104, 100)).all()
+    spec = (Path(__file__).resolve().parents[1] / "docs" / "format.md").read_text(encoding="utf-8")
+    assert "04 04 03 05 6e 00 00 00" in spec
 
 
 def test_tall_images_are_corrected_band_by_band_as_in_one_piece():
