@@ -1,4 +1,4 @@
-"""The colour-correction record (CORR, format version 6; docs/format.md §14).
+"""The colour-correction record (CORR, format version 6; docs/format.md §15).
 
 The network's errors have a low-frequency part: whole regions a few levels
 too dark, a flat saturated colour decoded with the wrong hue. A grid of
@@ -38,8 +38,6 @@ REFINEMENTS = 2
 _HEAD_SIZE = 4
 _MAX_PREFIX = 24  # no offset of a valid grid needs a longer Exp-Golomb prefix
 _BAND_ROWS = 256  # rows of the image corrected at a time, to bound the integer work arrays
-
-
 BUDGET_PERCENT = 2
 
 
@@ -218,17 +216,22 @@ def unpack(data: bytes, width: int, height: int) -> Correction | None:
 def _undo_prediction(residuals: np.ndarray, limit: int) -> np.ndarray:
     """Rebuild a grid from its MED residuals, row by row (each row depends on the one above)."""
     rows, columns = residuals.shape
-    grid = np.zeros((rows + 1, columns + 1), dtype=np.int64)
-    for y in range(rows):
-        for x in range(columns):
-            left, top, top_left = grid[y + 1, x], grid[y, x + 1], grid[y, x]
+    # Python lists: this loop runs once per cell, and numpy's per-element access would dominate it.
+    above = [0] * (columns + 1)
+    grid = []
+    for residual_row in residuals.tolist():
+        row = [0]
+        for x, residual in enumerate(residual_row):
+            left, top, top_left = row[x], above[x + 1], above[x]
             low, high = min(left, top), max(left, top)
             prediction = low if top_left >= high else high if top_left <= low else left + top - top_left
-            value = int(prediction + residuals[y, x])
+            value = prediction + residual
             if abs(value) > limit:
                 raise FormatError(f"invalid .cgic colour correction: an offset beyond 255 levels ({value} steps)")
-            grid[y + 1, x + 1] = value
-    return grid[1:, 1:]
+            row.append(value)
+        grid.append(row[1:])
+        above = row
+    return np.array(grid, dtype=np.int64).reshape(rows, columns)
 
 
 # ----- the encoder's choice -----------------------------------------------------------------------
